@@ -1,0 +1,327 @@
+"""Typed, nested run configuration.
+
+Presets are TOML files (``configs/*.toml``, also shipped inside the package); ``--set a.b=v``
+overrides any field. Unknown keys, wrong types and impossible values are refused before any work
+starts, and every message names the key (``mask.ratio``, ``data.frames``...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending key."""
+
+
+@dataclass
+class DataConfig:
+    train: str = ""
+    """List file (``path label`` per line, VideoMAE format; ``.csv`` or ``.txt``) or a folder of
+    videos. Empty: generate the built-in synthetic set into ``synth_dir``."""
+    val: str = ""
+    """Validation list or folder, used by the probes. Empty with synthetic data: its val split."""
+    root: str = ""
+    """Prefix for relative paths in the list files (default: the list file's folder)."""
+    synth_dir: str = ".cache/mvm/synth"
+    """Where the built-in synthetic set is generated when ``train`` is empty."""
+    frames: int = 16
+    """Frames per clip."""
+    stride: int = 4
+    """Temporal stride between sampled frames."""
+    size: int = 224
+    """Square crop side in pixels."""
+    scales: list[float] = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])
+    """Multi-scale crop: candidate crop sides as fractions of the short side (VideoMAE)."""
+    flip: bool = True
+    """Random horizontal flip when training (turn off for direction-sensitive data such as SSv2)."""
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    motion: str = "auto"
+    """Motion source: auto (codec vectors, else estimated), codec, estimate, none."""
+    workers: int = 2
+    """DataLoader worker processes (0: load in the main process)."""
+    max_bad_fraction: float = 0.1
+    """Stop the run when more than this share of the samples drawn so far failed to load."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"
+    """Named size: tiny, small, base, large, huge, giant (see ``mvm.models.variants``)."""
+    tubelet: int = 2
+    patch: int = 16
+    drop_path: float = 0.0
+
+
+@dataclass
+class MaskConfig:
+    encoder: str = "tube"
+    """Encoder mask strategy (registry name: random, frame_random, tube, smm, mgm, ...)."""
+    ratio: float = 0.9
+    """Share of tokens hidden from the encoder."""
+    decoder: str = "none"
+    """Decoder mask strategy (none, random, running_cell, ...)."""
+    decoder_ratio: float = 0.5
+    """Share of all tokens the decoder reconstructs (ignored by ``none``)."""
+    motion_share: float = 0.5
+    """MGM: share of the encoder's masking budget spent on the motion-following region."""
+
+
+@dataclass
+class OptimConfig:
+    batch_size: int = 8
+    base_lr: float = 1.5e-4
+    """Learning rate for a batch of 256; the run uses ``base_lr * batch_size * accum / 256``."""
+    min_lr: float = 1e-5
+    warmup_steps: int = 40
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    clip_grad: float = 0.02
+    """Gradient norm clip (0 turns it off). VideoMAE pretraining uses 0.02 for ViT-B and larger."""
+    accum_steps: int = 1
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    out: str = "runs/pretrain"
+    seed: int = 0
+    target: str = "norm_pix"
+    """Reconstruction target: norm_pix (VideoMAE) or pixel."""
+    bf16: bool = False
+    """bf16 autocast (pays on CPU too: ~3x the fp32 matmul rate here)."""
+    device: str = "auto"
+    log_every: int = 10
+    ckpt_every: int = 200
+    keep_ckpts: int = 2
+    probe: bool = True
+    """Run the kNN probe (pretrained vs random init) at the end."""
+    max_nonfinite: int = 5
+    """Stop after this many consecutive non-finite losses or gradients."""
+    threads: int = 0
+    """torch intra-op threads (0: torch's default)."""
+
+
+@dataclass
+class SynthConfig:
+    clips: int = 240
+    val_clips: int = 80
+    frames: int = 32
+    size: int = 64
+    seed: int = 0
+    gop: int = 16
+    bframes: int = 0
+    refs: int = 1
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and overriding
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Convert ``value`` (from TOML or a ``--set`` string) to the field type ``tp``."""
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in value.strip("[]").split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(key, value, args[0])
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _section_types(obj: Any) -> dict[str, Any]:
+    return typing.get_type_hints(type(obj))
+
+
+def apply_dict(cfg: Config, values: dict[str, Any], where: str = "") -> Config:
+    """Merge a nested dict (as read from TOML) into ``cfg``; unknown keys are errors."""
+    for section, body in values.items():
+        if not hasattr(cfg, section) or not dataclasses.is_dataclass(getattr(cfg, section)):
+            raise ConfigError(f"{where}unknown section '{section}'; known: {', '.join(_sections())}")
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}'{section}' must be a table of keys")
+        for key, value in body.items():
+            set_value(cfg, f"{section}.{key}", value, where)
+    return cfg
+
+
+def _sections() -> list[str]:
+    return [f.name for f in dataclasses.fields(Config)]
+
+
+def set_value(cfg: Config, dotted: str, value: Any, where: str = "") -> None:
+    """Set ``section.key`` to ``value`` (converted to the field's type)."""
+    parts = dotted.split(".")
+    if len(parts) != 2:
+        raise ConfigError(f"{where}'{dotted}': keys look like section.key, e.g. mask.ratio")
+    section, key = parts
+    if section not in _sections():
+        raise ConfigError(f"{where}unknown section '{section}' in '{dotted}'; known: {', '.join(_sections())}")
+    sec = getattr(cfg, section)
+    hints = _section_types(sec)
+    if key not in hints:
+        raise ConfigError(f"{where}unknown key '{dotted}'; {section} has: {', '.join(hints)}")
+    setattr(sec, key, _coerce(dotted, value, hints[key]))
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """``"a.b=v"`` -> ``("a.b", "v")``."""
+    if "=" not in text:
+        raise ConfigError(f"--set '{text}': expected section.key=value")
+    key, value = text.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def preset_path(name: str) -> Path:
+    """A preset by name (``tiny-synthetic``) or a path to a TOML file."""
+    p = Path(name)
+    if p.suffix == ".toml" or p.exists():
+        if not p.exists():
+            raise ConfigError(f"config file not found: {p}")
+        return p
+    res = resources.files("mvm") / "presets" / f"{name}.toml"
+    if not res.is_file():
+        names = sorted(x.name[:-5] for x in (resources.files("mvm") / "presets").iterdir() if x.name.endswith(".toml"))
+        raise ConfigError(f"unknown preset '{name}'; known: {', '.join(names)}")
+    return Path(str(res))
+
+
+def load_config(config: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the TOML file or preset ``config``, then ``section.key=value`` overrides; validated."""
+    cfg = Config()
+    if config:
+        path = preset_path(config)
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: {e}") from e
+        apply_dict(cfg, data, where=f"{path}: ")
+    for item in overrides:
+        key, value = parse_override(item)
+        set_value(cfg, key, value, where="--set ")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Refuse impossible values, naming the key."""
+    d, m, k, o, t = cfg.data, cfg.model, cfg.mask, cfg.optim, cfg.train
+
+    def need(cond: bool, key: str, msg: str) -> None:
+        if not cond:
+            raise ConfigError(f"{key}: {msg}")
+
+    need(d.frames > 0, "data.frames", f"must be positive, got {d.frames}")
+    need(m.tubelet > 0, "model.tubelet", f"must be positive, got {m.tubelet}")
+    need(m.patch > 0, "model.patch", f"must be positive, got {m.patch}")
+    need(d.frames % m.tubelet == 0, "data.frames", f"{d.frames} is not divisible by model.tubelet={m.tubelet}")
+    need(d.size > 0 and d.size % m.patch == 0, "data.size", f"{d.size} is not divisible by model.patch={m.patch}")
+    need(d.stride >= 1, "data.stride", f"must be >= 1, got {d.stride}")
+    need(all(0 < s <= 1 for s in d.scales) and d.scales, "data.scales", f"must lie in (0, 1], got {d.scales}")
+    need(len(d.mean) == 3 and len(d.std) == 3, "data.mean", "mean and std need 3 values (RGB)")
+    need(all(s > 0 for s in d.std), "data.std", f"must be positive, got {d.std}")
+    need(d.motion in ("auto", "codec", "estimate", "none"), "data.motion",
+         f"must be auto, codec, estimate or none, got '{d.motion}'")
+    need(d.workers >= 0, "data.workers", f"must be >= 0, got {d.workers}")
+    need(0 <= d.max_bad_fraction <= 1, "data.max_bad_fraction", f"must be in [0, 1], got {d.max_bad_fraction}")
+    need(0 < k.ratio < 1, "mask.ratio", f"must be in (0, 1), got {k.ratio}")
+    need(0 < k.decoder_ratio <= 1, "mask.decoder_ratio", f"must be in (0, 1], got {k.decoder_ratio}")
+    need(0 <= k.motion_share <= 1, "mask.motion_share", f"must be in [0, 1], got {k.motion_share}")
+    need(0 <= m.drop_path < 1, "model.drop_path", f"must be in [0, 1), got {m.drop_path}")
+    need(o.batch_size >= 1, "optim.batch_size", f"must be >= 1, got {o.batch_size}")
+    need(o.accum_steps >= 1, "optim.accum_steps", f"must be >= 1, got {o.accum_steps}")
+    need(o.base_lr > 0, "optim.base_lr", f"must be positive, got {o.base_lr}")
+    need(o.min_lr >= 0, "optim.min_lr", f"must be >= 0, got {o.min_lr}")
+    need(o.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {o.warmup_steps}")
+    need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", f"need two values in [0, 1), got {o.betas}")
+    need(o.clip_grad >= 0, "optim.clip_grad", f"must be >= 0, got {o.clip_grad}")
+    need(t.steps >= 1, "train.steps", f"must be >= 1, got {t.steps}")
+    need(t.target in ("norm_pix", "pixel"), "train.target", f"must be norm_pix or pixel, got '{t.target}'")
+    need(t.ckpt_every >= 1, "train.ckpt_every", f"must be >= 1, got {t.ckpt_every}")
+    need(t.log_every >= 1, "train.log_every", f"must be >= 1, got {t.log_every}")
+    need(t.keep_ckpts >= 1, "train.keep_ckpts", f"must be >= 1, got {t.keep_ckpts}")
+    need(t.max_nonfinite >= 1, "train.max_nonfinite", f"must be >= 1, got {t.max_nonfinite}")
+    # Names resolved against the registries, so a typo fails now rather than at step 0.
+    from mvm.masking import DECODER_MASKS, ENCODER_MASKS
+    from mvm.models.variants import VARIANTS
+
+    need(m.name in VARIANTS, "model.name", f"unknown size '{m.name}'; known: {', '.join(VARIANTS)}")
+    need(k.encoder in ENCODER_MASKS, "mask.encoder", f"unknown strategy '{k.encoder}'; known: {', '.join(ENCODER_MASKS.names())}")
+    need(k.decoder in DECODER_MASKS, "mask.decoder", f"unknown strategy '{k.decoder}'; known: {', '.join(DECODER_MASKS.names())}")
+
+
+def to_toml(cfg: Config) -> str:
+    """Serialise a config as TOML (saved into every run folder)."""
+    lines: list[str] = []
+    for section, body in cfg.to_dict().items():
+        lines.append(f"[{section}]")
+        for key, value in body.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
