@@ -1,0 +1,121 @@
+"""Checkpoints: weights as safetensors, optimiser and run state alongside, written atomically.
+
+A checkpoint is a folder ``ckpt-STEP/`` holding ``model.safetensors``, ``state.pt`` (optimiser,
+scaler, RNG and counters; loaded with ``weights_only=True``) and ``meta.json`` (step, config). The
+folder is written under a temporary name and renamed when complete, so a kill mid-write leaves the
+previous checkpoint loadable and never a half-written one that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file and both sides of a mismatch."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def save_checkpoint(run_dir: str | os.PathLike, step: int, model: nn.Module, state: dict[str, Any],
+                    meta: dict[str, Any], keep: int = 2) -> Path:
+    """Write ``run_dir/ckpt-{step:07d}`` atomically and prune all but the newest ``keep``."""
+    run_dir = Path(run_dir)
+    final = run_dir / f"ckpt-{step:07d}"
+    tmp = run_dir / f".tmp-ckpt-{step:07d}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(weights, str(tmp / "model.safetensors"))
+    torch.save(state, tmp / "state.pt")
+    (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=1))
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(run_dir)
+    log.info("checkpoint written: %s", final)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temporary folders are never listed)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [p for p in run_dir.glob("ckpt-*") if p.is_dir() and (p / "meta.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The newest checkpoint that loads (a damaged one is skipped with a warning)."""
+    for ckpt in reversed(list_checkpoints(run_dir)):
+        try:
+            json.loads((ckpt / "meta.json").read_text())
+            if (ckpt / "model.safetensors").is_file() and (ckpt / "state.pt").is_file():
+                return ckpt
+        except (OSError, ValueError) as e:
+            log.warning("skipping damaged checkpoint %s: %s", ckpt, e)
+    return None
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load safetensors weights into ``model``, refusing any shape or key mismatch with both sides shown."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    try:
+        weights = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in weights and weights[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        lines = [f"{path} does not fit this model:"]
+        if shapes:
+            lines += ["  shape mismatch " + s for s in shapes[:5]]
+        if missing:
+            lines.append(f"  missing in checkpoint: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            lines.append(f"  not in model: {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
+        raise CheckpointError("\n".join(lines))
+    model.load_state_dict(weights)
+
+
+def load_state(ckpt: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(state, meta)`` of a checkpoint folder; never unpickles code (``weights_only=True``)."""
+    ckpt = Path(ckpt)
+    try:
+        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{ckpt / 'state.pt'}: cannot be loaded safely ({e})") from e
+    meta = json.loads((ckpt / "meta.json").read_text())
+    return state, meta
