@@ -30,6 +30,8 @@ class DataConfig:
     """Validation list or folder, used by the probes. Empty with synthetic data: its val split."""
     root: str = ""
     """Prefix for relative paths in the list files (default: the list file's folder)."""
+    num_classes: int = 0
+    """Number of classes; labels outside [0, num_classes) are bad samples. 0: not checked."""
     synth_dir: str = ".cache/mvm/synth"
     """Where the built-in synthetic set is generated when ``train`` is empty."""
     frames: int = 16
@@ -278,6 +280,7 @@ def validate(cfg: Config) -> None:
     need(all(s > 0 for s in d.std), "data.std", f"must be positive, got {d.std}")
     need(d.motion in ("auto", "codec", "estimate", "none"), "data.motion",
          f"must be auto, codec, estimate or none, got '{d.motion}'")
+    need(d.num_classes >= 0, "data.num_classes", f"must be >= 0, got {d.num_classes}")
     need(d.workers >= 0, "data.workers", f"must be >= 0, got {d.workers}")
     need(0 <= d.max_bad_fraction <= 1, "data.max_bad_fraction", f"must be in [0, 1], got {d.max_bad_fraction}")
     need(0 < k.ratio < 1, "mask.ratio", f"must be in (0, 1), got {k.ratio}")

@@ -48,6 +48,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: nn.Module, sta
     tmp.mkdir(parents=True)
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(weights, str(tmp / "model.safetensors"))
+    _maybe_fault(step)
     torch.save(state, tmp / "state.pt")
     (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=1))
     for f in tmp.iterdir():
@@ -61,6 +62,16 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: nn.Module, sta
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _maybe_fault(step: int) -> None:
+    """Fault injection for the kill-during-write test: ``MVM_FAULT_KILL_IN_CHECKPOINT=STEP``
+    SIGKILLs this process half-way through writing that step's checkpoint."""
+    target = os.environ.get("MVM_FAULT_KILL_IN_CHECKPOINT")
+    if target is not None and int(target) == step:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:

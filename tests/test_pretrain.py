@@ -1,0 +1,150 @@
+"""End-to-end pretraining on a tiny synthetic set: the main job, resume exactness, faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mvm.config import load_config
+from mvm.train.pretrain import run_pretrain
+
+pytestmark = pytest.mark.slow
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    from mvm.data.synth import make_synthetic
+
+    root = tmp_path_factory.mktemp("synth")
+    make_synthetic(root, clips=16, val_clips=8, frames=16, size=32, seed=0)
+    return root
+
+
+def tiny_overrides(synth: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    return [f"data.train={synth / 'train.csv'}", f"data.val={synth / 'val.csv'}", "data.frames=8",
+            "data.size=32", "data.workers=0", "model.patch=8", "optim.batch_size=4", "optim.warmup_steps=2",
+            f"train.steps={steps}", f"train.out={out}", "train.log_every=1", "train.ckpt_every=4",
+            "train.keep_ckpts=5", *extra]
+
+
+def final_weights(run: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(str(run / f"ckpt-{step:07d}" / "model.safetensors"))
+
+
+def test_main_job_end_to_end(synth, tmp_path):
+    cfg = load_config("tiny-synthetic", tiny_overrides(synth, tmp_path / "run", 6))
+    summary = run_pretrain(cfg)
+    assert summary["steps"] == 6 and summary["stopped_by"] is None
+    assert 0.0 <= summary["knn_top1"] <= 1.0 and 0.0 <= summary["knn_top1_random"] <= 1.0
+    for name in ("loss_curve.png", "reconstructions.png", "metrics.jsonl", "summary.json", "config.toml"):
+        assert (tmp_path / "run" / name).is_file(), name
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4, 5, 6]
+    assert (tmp_path / "run" / "tb").is_dir()
+    # a second run into the same folder without --resume is refused, nothing is overwritten
+    with pytest.raises(Exception, match="--resume"):
+        run_pretrain(load_config("tiny-synthetic", tiny_overrides(synth, tmp_path / "run", 6)))
+
+
+def test_nan_loss_step_is_skipped_and_counted(synth, tmp_path):
+    cfg = load_config("tiny-synthetic", tiny_overrides(synth, tmp_path / "nan", 5, "train.probe=false"))
+
+    def hook(step: int, loss: torch.Tensor) -> torch.Tensor:
+        return loss * float("nan") if step == 2 else loss
+
+    summary = run_pretrain(cfg, loss_hook=hook)
+    assert summary["steps"] == 5 and summary["skipped_steps"] == 1
+    assert all(torch.isfinite(v).all() for v in final_weights(tmp_path / "nan", 5).values())
+
+
+def test_repeated_nan_stops_and_keeps_last_checkpoint(synth, tmp_path):
+    from mvm.train.guard import TooManyNonFinite
+
+    cfg = load_config("tiny-synthetic", tiny_overrides(synth, tmp_path / "nan2", 12, "train.max_nonfinite=3"))
+    with pytest.raises(TooManyNonFinite, match="step 7"):
+        run_pretrain(cfg, loss_hook=lambda s, loss: loss * float("nan") if s >= 5 else loss)
+    assert (tmp_path / "nan2" / "ckpt-0000004").is_dir()
+
+
+def _cli(args: list[str], env_extra: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.Popen([sys.executable, "-m", "mvm.cli", "pretrain", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _cli_args(synth: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    args = ["--config", "tiny-synthetic", "--set", "train.probe=false"]
+    for o in tiny_overrides(synth, out, steps, *extra):
+        args += ["--set", o]
+    return args
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    t0 = time.time()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t0 < timeout, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def reference_run(synth, tmp_path_factory) -> dict[str, torch.Tensor]:
+    out = tmp_path_factory.mktemp("ref") / "run"
+    p = _cli(_cli_args(synth, out, 12))
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    return final_weights(out, 12)
+
+
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_sigkill_mid_run_then_resume_matches_uninterrupted(synth, tmp_path, reference_run):
+    out = tmp_path / "killed"
+    p = _cli(_cli_args(synth, out, 12))
+    _wait_for(out / "ckpt-0000004" / "meta.json", p)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    p = _cli(_cli_args(synth, out, 12) + ["--resume"])
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    _assert_same(final_weights(out, 12), reference_run)
+
+
+def test_kill_during_checkpoint_write_then_resume(synth, tmp_path, reference_run):
+    out = tmp_path / "killed_in_write"
+    p = _cli(_cli_args(synth, out, 12), {"MVM_FAULT_KILL_IN_CHECKPOINT": "8"})
+    p.communicate(timeout=300)
+    assert p.returncode == -signal.SIGKILL
+    assert not (out / "ckpt-0000008").exists() and (out / "ckpt-0000004").is_dir()
+    p = _cli(_cli_args(synth, out, 12) + ["--resume"])
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    _assert_same(final_weights(out, 12), reference_run)
+
+
+def test_sigterm_writes_checkpoint_at_the_step_it_stopped(synth, tmp_path):
+    out = tmp_path / "term"
+    p = _cli(_cli_args(synth, out, 400, "train.ckpt_every=1000"))
+    metrics = out / "metrics.jsonl"
+    _wait_for(metrics, p)
+    p.send_signal(signal.SIGTERM)
+    printed, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_by"] == "SIGTERM" and 1 <= summary["steps"] < 400
+    assert (out / f"ckpt-{summary['steps']:07d}").is_dir()
+    assert "mvm pretrain --resume" in printed
