@@ -130,6 +130,35 @@ def decode_video(
     return DecodedVideo(np.stack(frames), fps, codec, mvs, types)
 
 
+def count_frames(path: str | os.PathLike) -> int | None:
+    """Frames in a video from its container header (cheap: nothing is decoded), None if unknown.
+
+    MP4/AVI store the count; WebM/MKV only a duration, from which it is estimated. The figure can
+    be off for damaged or variable-rate files, so callers clamp indices to what decoding returns.
+
+    Raises:
+        VideoDecodeError: reason missing, empty_file, not_video or no_video_stream.
+    """
+    path = Path(path)
+    _check_file(path)
+    if path.is_dir():
+        return sum(1 for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) or None
+    try:
+        container = av.open(str(path))
+    except (av.error.InvalidDataError, av.error.FFmpegError, UnicodeDecodeError) as e:
+        raise VideoDecodeError(path, "not_video", str(e)) from e
+    with container:
+        if not container.streams.video:
+            raise VideoDecodeError(path, "no_video_stream")
+        stream = container.streams.video[0]
+        if stream.frames and stream.frames > 0:
+            return int(stream.frames)
+        rate = stream.average_rate or stream.guessed_rate
+        if container.duration and rate:
+            return max(1, round(container.duration / av.time_base * float(rate)))
+    return None
+
+
 def _pict_type(frame: av.VideoFrame) -> str:
     # PyAV >= 14 reports AVPictureType as an int (1 = I, 2 = P, 3 = B); older ones as an enum.
     pt = frame.pict_type

@@ -1,6 +1,10 @@
-"""Mask strategies. Importing this package registers every built-in strategy."""
+"""Mask strategies. Importing this package registers every built-in strategy.
 
-from mvm.masking import random, tube  # noqa: F401  (registration side effects)
+Encoder masks (``ENCODER_MASKS``): random, frame_random, tube, smm, mgm.
+Decoder masks (``DECODER_MASKS``): none, random, running_cell.
+"""
+
+from mvm.masking import decoder, motion, random, tube  # noqa: F401  (registration side effects)
 from mvm.masking.base import (
     DECODER_MASKS,
     ENCODER_MASKS,
@@ -9,12 +13,16 @@ from mvm.masking.base import (
     mask_to_indices,
     random_subset,
 )
+from mvm.masking.collate import MaskCollator, batch_generator, build_masks
 
 __all__ = [
     "DECODER_MASKS",
     "ENCODER_MASKS",
+    "MaskCollator",
     "MaskContext",
     "MaskStrategy",
+    "batch_generator",
+    "build_masks",
     "mask_to_indices",
     "random_subset",
 ]

@@ -102,10 +102,14 @@ def random_subset(candidates: torch.Tensor, k: int, generator: torch.Generator,
     score = score.masked_fill(~candidates, float("-inf"))
     if int(candidates.sum(1).min()) < k:
         raise ValueError(f"cannot pick {k} tokens: a row has only {int(candidates.sum(1).min())}")
+    n = candidates.shape[1]
+    if 2 * k > n:
+        # topk is slow for large k: drop the n - k lowest instead (non-candidates, at -inf, are
+        # always among them because every row holds at least k candidates).
+        idx = score.topk(n - k, dim=1, largest=False).indices
+        return torch.ones_like(candidates).scatter_(1, idx, False)
     idx = score.topk(k, dim=1).indices
-    out = torch.zeros_like(candidates)
-    out.scatter_(1, idx, True)
-    return out
+    return torch.zeros_like(candidates).scatter_(1, idx, True)
 
 
 def mask_to_indices(mask: torch.Tensor) -> torch.Tensor:

@@ -5,17 +5,15 @@ from __future__ import annotations
 import torch
 
 from mvm.grid import TokenGrid
-from mvm.masking.base import ENCODER_MASKS, MaskContext, MaskStrategy
+from mvm.masking.base import ENCODER_MASKS, MaskContext, MaskStrategy, random_subset
 
 
 class RandomMask(MaskStrategy):
     """``int(ratio * N)`` tokens drawn uniformly over all of space-time (MAE-ST)."""
 
     def sample(self, grid: TokenGrid, batch: int, generator: torch.Generator, context: MaskContext):
-        k = self.count(grid)
-        noise = torch.rand(batch, grid.num_tokens, generator=generator)
-        idx = noise.argsort(dim=1)[:, :k]
-        return torch.zeros(batch, grid.num_tokens, dtype=torch.bool).scatter_(1, idx, True)
+        everything = torch.ones(batch, grid.num_tokens, dtype=torch.bool)
+        return random_subset(everything, self.count(grid), generator)
 
 
 class FrameRandomMask(MaskStrategy):
@@ -25,10 +23,8 @@ class FrameRandomMask(MaskStrategy):
         return int(self.ratio * grid.spatial) * grid.t
 
     def sample(self, grid: TokenGrid, batch: int, generator: torch.Generator, context: MaskContext):
-        k = int(self.ratio * grid.spatial)
-        noise = torch.rand(batch, grid.t, grid.spatial, generator=generator)
-        idx = noise.argsort(dim=2)[..., :k]
-        mask = torch.zeros(batch, grid.t, grid.spatial, dtype=torch.bool).scatter_(2, idx, True)
+        frames = torch.ones(batch * grid.t, grid.spatial, dtype=torch.bool)
+        mask = random_subset(frames, int(self.ratio * grid.spatial), generator)
         return mask.view(batch, grid.num_tokens)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from mvm.grid import TokenGrid
-from mvm.masking.base import ENCODER_MASKS, MaskContext, MaskStrategy
+from mvm.masking.base import ENCODER_MASKS, MaskContext, MaskStrategy, random_subset
 
 
 class TubeMask(MaskStrategy):
@@ -15,10 +15,8 @@ class TubeMask(MaskStrategy):
         return int(self.ratio * grid.spatial) * grid.t
 
     def sample(self, grid: TokenGrid, batch: int, generator: torch.Generator, context: MaskContext):
-        k = int(self.ratio * grid.spatial)
-        noise = torch.rand(batch, grid.spatial, generator=generator)
-        idx = noise.argsort(dim=1)[:, :k]
-        plane = torch.zeros(batch, grid.spatial, dtype=torch.bool).scatter_(1, idx, True)
+        positions = torch.ones(batch, grid.spatial, dtype=torch.bool)
+        plane = random_subset(positions, int(self.ratio * grid.spatial), generator)
         return plane[:, None, :].expand(batch, grid.t, grid.spatial).reshape(batch, grid.num_tokens)
 
 

@@ -1,0 +1,139 @@
+"""Spatial augmentation applied identically to a clip's pixels and to its motion field.
+
+Training uses VideoMAE's multi-scale crop (TSN's ``GroupMultiScaleCrop``: crop sides drawn from
+``scales`` times the short side, width and height at most ``max_distort`` scale steps apart, the
+offset one of 13 fixed corner / centre / quarter positions), a resize to ``size x size`` and an
+optional horizontal flip. Evaluation resizes the short side to ``size`` and takes the centre
+crop, done here as "centre square of the short side, resized", which is the same picture with
+one resize fewer.
+
+The motion field (pixels per frame, (dx, dy), on a grid of cells over the frame) gets
+the same geometry: it is resampled bilinearly onto ``size/4 x size/4`` cells of the output crop,
+its vectors are scaled by the resize factor, and a flip mirrors it and negates dx.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: Output motion cells are this many output pixels on a side.
+MOTION_CELL = 4
+
+
+class ClipTransform:
+    """Crop, resize, flip and normalise a clip; the motion field follows the pixels.
+
+    Args:
+        size: output side S in pixels.
+        train: multi-scale crop and flip (True) or short-side resize and centre crop (False).
+        scales: candidate crop sides as fractions of the short side (training).
+        flip: random horizontal flip with probability 0.5 (training).
+        mean, std: per-channel normalisation of [0, 1] pixels.
+        max_distort: largest index distance between the width and height scales (TSN).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        train: bool,
+        scales: Sequence[float] = (1.0, 0.875, 0.75, 0.66),
+        flip: bool = True,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        max_distort: int = 1,
+    ) -> None:
+        if size < MOTION_CELL:
+            raise ValueError(f"size must be >= {MOTION_CELL}, got {size}")
+        if not scales or not all(0 < s <= 1 for s in scales):
+            raise ValueError(f"scales must lie in (0, 1], got {list(scales)}")
+        self.size = int(size)
+        self.train = train
+        self.scales = tuple(float(s) for s in scales)
+        self.flip = flip
+        self.max_distort = max_distort
+        std_t = torch.tensor(std, dtype=torch.float32)
+        # x / 255 normalised in one multiply-add: (x / 255 - mean) / std = x * a + b
+        self._a = (1.0 / (255.0 * std_t)).view(1, 3, 1, 1)
+        self._b = (-torch.tensor(mean, dtype=torch.float32) / std_t).view(1, 3, 1, 1)
+
+    def crop_box(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+        """``(y0, x0, crop_h, crop_w)`` of the region to keep in a ``height x width`` frame."""
+        base = min(height, width)
+        if not self.train:
+            return (height - base) // 2, (width - base) // 2, base, base
+        sides = [max(1, int(base * s)) for s in self.scales]
+        pairs = [(ch, cw) for i, ch in enumerate(sides) for j, cw in enumerate(sides)
+                 if abs(i - j) <= self.max_distort]
+        ch, cw = pairs[int(rng.integers(len(pairs)))]
+        hs, ws = (height - ch) // 4, (width - cw) // 4
+        # TSN's fixed offsets (fix_crop + more_fix_crop), in quarter steps of the free space.
+        offsets = [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2), (2, 0), (2, 4), (4, 2), (0, 2),
+                   (1, 1), (1, 3), (3, 1), (3, 3)]
+        qy, qx = offsets[int(rng.integers(len(offsets)))]
+        return qy * hs, qx * ws, ch, cw
+
+    def __call__(
+        self, frames: np.ndarray, motion: np.ndarray | None, rng: np.random.Generator, block: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Transform one clip.
+
+        Args:
+            frames: ``[T, H, W, 3]`` uint8 RGB.
+            motion: ``[T, Hm, Wm, 2]`` float32 (dx, dy) in input pixels, or None.
+            rng: draws the crop and the flip (training only).
+            block: the field's cell side in pixels, its cells starting at the top-left pixel
+                (``Hm = ceil(H / block)`` may overhang the frame); None: the cells tile the frame.
+
+        Returns:
+            video ``[3, T, S, S]`` float32 normalised, and motion ``[T, S/4, S/4, 2]`` float32 in
+            output pixels (None when ``motion`` is None).
+        """
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"frames must be [T, H, W, 3], got {tuple(frames.shape)}")
+        _, h, w, _ = frames.shape
+        y0, x0, ch, cw = self.crop_box(h, w, rng)
+        flip = self.train and self.flip and bool(rng.random() < 0.5)
+        video = self._pixels(frames, y0, x0, ch, cw, flip)
+        out_motion = None
+        if motion is not None:
+            if motion.ndim != 4 or motion.shape[-1] != 2:
+                raise ValueError(f"motion must be [T, Hm, Wm, 2], got {tuple(motion.shape)}")
+            # pixel extent the field covers: the frame, or whole cells of `block` pixels
+            extent = (h, w) if block is None else (motion.shape[1] * block, motion.shape[2] * block)
+            out_motion = self._motion(motion, extent, y0, x0, ch, cw, flip)
+        return video, out_motion
+
+    def _pixels(self, frames: np.ndarray, y0: int, x0: int, ch: int, cw: int, flip: bool) -> torch.Tensor:
+        s = self.size
+        crop = torch.from_numpy(np.ascontiguousarray(frames[:, y0:y0 + ch, x0:x0 + cw]))
+        x = crop.permute(0, 3, 1, 2).float()  # [T, 3, ch, cw]
+        if (ch, cw) != (s, s):
+            # antialias only matters (and only works) when shrinking
+            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False,
+                              antialias=ch > s or cw > s)
+        if flip:
+            x = x.flip(-1)
+        x = x * self._a + self._b
+        return x.permute(1, 0, 2, 3).contiguous()  # [3, T, S, S]
+
+    def _motion(self, motion: np.ndarray, extent: tuple[int, int], y0: int, x0: int, ch: int, cw: int,
+                flip: bool) -> torch.Tensor:
+        t, (h, w) = motion.shape[0], extent
+        n = self.size // MOTION_CELL
+        field = torch.from_numpy(np.ascontiguousarray(motion, dtype=np.float32)).permute(0, 3, 1, 2)
+        # Centres of the output cells, in input pixels, then in grid_sample's [-1, 1] where -1 and
+        # 1 are the outer edges of the field's cells (align_corners=False).
+        cells = (torch.arange(n, dtype=torch.float32) + 0.5) / n
+        gx = (x0 + cells * cw) * (2.0 / w) - 1.0
+        gy = (y0 + cells * ch) * (2.0 / h) - 1.0
+        grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)  # [n, n, (x, y)]
+        out = F.grid_sample(field, grid.expand(t, n, n, 2), mode="bilinear", padding_mode="border",
+                            align_corners=False)  # [T, 2, n, n]
+        out = out.permute(0, 2, 3, 1) * torch.tensor([self.size / cw, self.size / ch])
+        if flip:
+            out = out.flip(2) * torch.tensor([-1.0, 1.0])
+        return out.contiguous()

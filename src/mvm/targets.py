@@ -1,0 +1,71 @@
+"""Reconstruction targets and the masked loss: pure functions of the clip.
+
+Targets are per token ``[B, N, tubelet*patch*patch*C]`` in (t, h, w) token order with values
+ordered (tubelet, patch_y, patch_x, channel), as :func:`mvm.models.patch.patchify` lays them out
+and as VideoMAE and transformers' ``VideoMAEForPreTraining`` compute their labels.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mvm.models.patch import patchify
+
+
+def _pixels(video: torch.Tensor, mean: torch.Tensor | list[float], std: torch.Tensor | list[float]) -> torch.Tensor:
+    """Undo the ImageNet normalisation: ``[B, C, T, H, W]`` -> pixels in [0, 1], float32."""
+    video = video.float()
+    mean = torch.as_tensor(mean, dtype=video.dtype, device=video.device).view(1, -1, 1, 1, 1)
+    std = torch.as_tensor(std, dtype=video.dtype, device=video.device).view(1, -1, 1, 1, 1)
+    return video * std + mean
+
+
+@torch.no_grad()
+def pixel_target(video: torch.Tensor, tubelet: int, patch: int, mean: torch.Tensor | list[float],
+                 std: torch.Tensor | list[float]) -> torch.Tensor:
+    """Raw pixels of every token: ``[B, C, T, H, W]`` (normalised) -> ``[B, N, tubelet*patch*patch*C]`` in [0, 1]."""
+    return patchify(_pixels(video, mean, std), tubelet, patch)
+
+
+@torch.no_grad()
+def norm_pix_target(video: torch.Tensor, tubelet: int, patch: int, mean: torch.Tensor | list[float],
+                    std: torch.Tensor | list[float], eps: float = 1e-6) -> torch.Tensor:
+    """VideoMAE's target: pixels of each token normalised per token and per channel.
+
+    ``(x - x.mean) / (x.var(unbiased=True).sqrt() + eps)`` over the ``tubelet*patch*patch`` values of
+    one channel of one token, after undoing the ImageNet normalisation (VideoMAE's
+    ``engine_for_pretraining.py`` and transformers' ``norm_pix_loss``).
+
+    Args:
+        video: ``[B, C, T, H, W]`` normalised clip.
+        tubelet, patch: token geometry.
+        mean, std: the per-channel normalisation the clip went through.
+        eps: added to the standard deviation.
+
+    Returns:
+        ``[B, N, tubelet*patch*patch*C]`` float32.
+    """
+    tokens = pixel_target(video, tubelet, patch, mean, std)
+    b, n, d = tokens.shape
+    c = video.shape[1]
+    x = tokens.view(b, n, d // c, c)  # values of one token grouped by channel: [B, N, u*p*p, C]
+    x = (x - x.mean(dim=-2, keepdim=True)) / (x.var(dim=-2, unbiased=True, keepdim=True).sqrt() + eps)
+    return x.reshape(b, n, d)
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, decode_idx: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the decoded tokens only.
+
+    Args:
+        pred: ``[B, K, D]``, row ``k`` predicting token ``decode_idx[:, k]``.
+        target: ``[B, N, D]`` targets of every token.
+        decode_idx: ``[B, K]`` long.
+
+    Returns:
+        scalar: the mean over ``B*K*D`` squared errors (transformers' ``MSELoss`` on the masked labels).
+    """
+    if pred.shape[:2] != decode_idx.shape or pred.shape[-1] != target.shape[-1]:
+        raise ValueError(f"pred {tuple(pred.shape)}, target {tuple(target.shape)} and decode_idx "
+                         f"{tuple(decode_idx.shape)} do not agree")
+    labels = torch.gather(target, 1, decode_idx[..., None].expand(-1, -1, target.shape[-1]))  # [B, K, D]
+    return torch.mean((pred.float() - labels.float()) ** 2)

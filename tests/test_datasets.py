@@ -1,0 +1,163 @@
+"""Datasets: list parsing, folder sources, items, bad files replaced and counted, exact resume."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mvm.config import DataConfig
+from mvm.data.datasets import EpochSampler, VideoDataset, collate_items, parse_list, read_list, scan_folder
+from mvm.data.video_io import encode_video
+from mvm.grid import TokenGrid
+
+GRID = TokenGrid.from_clip(frames=4, size=32, tubelet=2, patch=16)
+
+
+def _cfg(**kw) -> DataConfig:
+    base = dict(frames=4, stride=2, size=32, motion="none", workers=0)
+    return DataConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("videos")
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        encode_video(root / f"v{i}.mp4", rng.integers(0, 255, (12, 40, 48, 3), dtype=np.uint8))
+    (root / "zero.mp4").write_bytes(b"")
+    (root / "text.mp4").write_text("not a video\n" * 20)
+    return root
+
+
+def test_read_list_formats_and_relative_paths(tmp_path):
+    lst = tmp_path / "lists" / "train.csv"
+    lst.parent.mkdir()
+    lst.write_text("# comment\n\na.mp4 3\nsub/b.mp4,1\n/abs/c.mp4\n  d.mp4   0  \n")
+    assert read_list(lst) == [(str(tmp_path / "lists" / "a.mp4"), 3), (str(tmp_path / "lists" / "sub/b.mp4"), 1),
+                              ("/abs/c.mp4", -1), (str(tmp_path / "lists" / "d.mp4"), 0)]
+    assert read_list(lst, root="/data")[0] == ("/data/a.mp4", 3)
+    header = tmp_path / "h.csv"
+    header.write_text("path,label\nx.mp4,2\n")
+    assert read_list(header) == [(str(tmp_path / "x.mp4"), 2)]
+
+
+@pytest.mark.parametrize("bad", ["a.mp4 notalabel", "too many fields 1 2", "a.mp4,1,2"])
+def test_malformed_line_names_file_and_line(tmp_path, bad):
+    lst = tmp_path / "train.txt"
+    lst.write_text(f"ok.mp4 1\n\n{bad}\nok2.mp4 0\n")
+    with pytest.raises(ValueError, match=rf"train\.txt:3: .*{bad.split()[0]}"):
+        read_list(lst)
+    entries, malformed = parse_list(lst)  # the lenient reader keeps the good lines
+    assert [label for _, label in entries] == [1, 0] and len(malformed) == 1 and ":3:" in malformed[0]
+
+
+def test_folder_source_labels_from_sorted_subfolders(tmp_path, videos):
+    for cls in ("zebra", "ant"):
+        (tmp_path / cls).mkdir()
+        (tmp_path / cls / "clip.mp4").write_bytes((videos / "v0.mp4").read_bytes())
+    (tmp_path / "zebra" / "notes.txt").write_text("ignored")
+    entries, classes = scan_folder(tmp_path)
+    assert classes == ["ant", "zebra"]
+    assert entries == [(str(tmp_path / "ant" / "clip.mp4"), 0), (str(tmp_path / "zebra" / "clip.mp4"), 1)]
+    ds = VideoDataset(str(tmp_path), GRID, _cfg(), train=False)
+    assert len(ds) == 2 and ds.classes == ["ant", "zebra"] and ds[1]["label"] == 1
+    flat, classes = scan_folder(videos)
+    assert classes == [] and {label for _, label in flat} == {-1} and len(flat) == 6
+
+
+def test_item_shapes_and_reproducible_augmentation(videos):
+    entries = [(str(videos / f"v{i}.mp4"), i) for i in range(4)]
+    ds = VideoDataset(entries, GRID, _cfg(), train=True, seed=3)
+    item = ds[1]
+    assert item["video"].shape == (3, 4, 32, 32) and item["video"].dtype == torch.float32
+    assert item["motion"].shape == (2, 2, 2, 2) and not item["motion"].any()
+    assert item["label"] == 1 and item["index"] == 1 and item["failed"] == []
+    again = VideoDataset(entries, GRID, _cfg(), train=True, seed=3)[1]
+    assert torch.equal(item["video"], again["video"])
+    later = ds[1 + 4 * 5]  # the same file in epoch 5: same label, its own augmentation
+    assert later["label"] == 1 and later["index"] == 21
+    assert not torch.equal(item["video"], later["video"])
+    evals = [VideoDataset(entries, GRID, _cfg(), train=False, seed=s)[2]["video"] for s in (0, 1)]
+    assert torch.equal(*evals)  # evaluation is the centre clip and crop whatever the seed
+
+
+def test_bad_files_are_replaced_and_reported(videos):
+    entries = [(str(videos / "v0.mp4"), 0), (str(videos / "zero.mp4"), 1), (str(videos / "missing.mp4"), 1),
+               (str(videos / "text.mp4"), 2), (str(videos / "v1.mp4"), 7), (str(videos / "v2.mp4"), 2)]
+    ds = VideoDataset(entries, GRID, _cfg(num_classes=4), train=True)
+    item = ds[1]
+    assert item["label"] == 2 and item["index"] == 1  # v2.mp4, the next good sample
+    reasons = [f.split("|")[0] for f in item["failed"]]
+    assert reasons[:2] == ["empty_file", "missing"] and reasons[2] in ("not_video", "decode_error")
+    assert reasons[3] == "bad_label" and item["failed"][3].endswith("v1.mp4")
+    assert ds.failure_counts["bad_label"] == 1 and sum(ds.failure_counts.values()) == 4
+    batch = collate_items([ds[0], ds[4]])
+    assert batch["video"].shape == (2, 3, 4, 32, 32) and batch["label"].tolist() == [0, 2]
+    assert batch["failed"] == [f"bad_label|{videos / 'v1.mp4'}"]
+
+
+def test_all_bad_gives_up_naming_the_file(tmp_path):
+    ds = VideoDataset([(str(tmp_path / f"gone{i}.mp4"), 0) for i in range(3)], GRID, _cfg(), train=True)
+    with pytest.raises(RuntimeError, match=r"50 consecutive .*gone\d\.mp4"):
+        ds[0]
+
+
+def test_list_source_skips_malformed_lines_and_keeps_them(videos, tmp_path):
+    lst = tmp_path / "train.txt"
+    lst.write_text(f"{videos / 'v0.mp4'} 0\nbroken line here\nv1.mp4 1\n")
+    ds = VideoDataset(str(lst), GRID, _cfg(root=str(videos)), train=False)
+    assert len(ds) == 2 and ds[1]["label"] == 1
+    assert len(ds.malformed_lines) == 1 and "train.txt:2" in ds.malformed_lines[0]
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        VideoDataset(str(tmp_path / "nowhere.txt"), GRID, _cfg(), train=False)
+    with pytest.raises(ValueError, match="grid"):
+        VideoDataset(str(lst), GRID, _cfg(frames=8), train=False)
+
+
+def test_epoch_sampler_is_a_permutation_per_epoch_and_resumes_exactly():
+    n = 7
+    full = list(itertools.islice(iter(EpochSampler(n, seed=5)), 5 * n))
+    for e in range(5):
+        assert sorted(full[e * n:(e + 1) * n]) == list(range(e * n, (e + 1) * n))
+    assert full[:n] != full[n:2 * n] and full[:n] != list(range(n))  # reshuffled every epoch
+    for start in (0, 3, n, 2 * n + 4):
+        resumed = list(itertools.islice(iter(EpochSampler(n, seed=5, start=start)), 5 * n - start))
+        assert resumed == full[start:]
+    assert list(itertools.islice(iter(EpochSampler(n, seed=6)), n)) != full[:n]
+    assert list(itertools.islice(iter(EpochSampler(3, shuffle=False)), 6)) == [0, 1, 2, 3, 4, 5]
+    ranks = [list(itertools.islice(iter(EpochSampler(n, seed=5, start=3, num_replicas=2, rank=r)), 8))
+             for r in (0, 1)]
+    assert sorted(ranks[0] + ranks[1]) == sorted(full[3:19])
+    with pytest.raises(ValueError):
+        EpochSampler(0)
+
+
+def test_dataloader_with_workers_matches_in_process(videos):
+    entries = [(str(videos / f"v{i}.mp4"), i) for i in range(4)] + [(str(videos / "zero.mp4"), 0)]
+    ds = VideoDataset(entries, GRID, _cfg(), train=True, seed=1)
+
+    def batches(workers: int) -> list[dict]:
+        loader = torch.utils.data.DataLoader(ds, batch_size=3, sampler=EpochSampler(len(ds), seed=1, start=2),
+                                             num_workers=workers, collate_fn=collate_items)
+        return list(itertools.islice(iter(loader), 3))
+
+    a, b = batches(0), batches(2)
+    for x, y in zip(a, b):
+        assert torch.equal(x["video"], y["video"]) and torch.equal(x["index"], y["index"])
+        assert x["failed"] == y["failed"]
+    assert any(x["failed"] for x in a)  # zero.mp4 was drawn in 9 draws out of 5 samples
+
+
+def test_motion_items_are_on_the_token_grid(videos):
+    pytest.importorskip("mvm.motion.field")
+    entries = [(str(videos / "v0.mp4"), 0)]
+    for source in ("auto", "estimate"):
+        item = VideoDataset(entries, GRID, _cfg(motion=source), train=True)[0]
+        assert item["motion"].shape == (2, 2, 2, 2) and item["motion"].dtype == torch.float32
+        assert torch.isfinite(item["motion"]).all()
+    off = VideoDataset(entries, GRID, _cfg(motion="auto"), train=True, with_motion=False)[0]
+    assert not off["motion"].any()

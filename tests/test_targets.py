@@ -1,0 +1,70 @@
+"""Reconstruction targets and the masked loss against hand computations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mvm.targets import masked_mse, norm_pix_target, pixel_target
+
+MEAN = [0.485, 0.456, 0.406]
+STD = [0.229, 0.224, 0.225]
+
+
+def _normalise(pixels: torch.Tensor) -> torch.Tensor:
+    return (pixels - torch.tensor(MEAN).view(1, 3, 1, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1, 1)
+
+
+def test_pixel_target_undoes_normalisation() -> None:
+    pixels = torch.rand(1, 3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    target = pixel_target(_normalise(pixels), 2, 2, MEAN, STD)
+    # token 0 = top-left 2x2 patch of both frames; value index ((u*2 + py)*2 + px)*3 + c
+    assert target.shape == (1, 4, 2 * 2 * 2 * 3)
+    assert target[0, 0, ((1 * 2 + 0) * 2 + 1) * 3 + 2] == pytest.approx(float(pixels[0, 2, 1, 0, 1]), abs=1e-6)
+
+
+def test_norm_pix_against_hand_computation() -> None:
+    """Per token and channel: (x - mean) / (sqrt(unbiased var) + 1e-6), computed with Python loops."""
+    pixels = torch.rand(2, 3, 2, 4, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64).float()
+    target = norm_pix_target(_normalise(pixels), 2, 2, MEAN, STD)
+    assert target.shape == (2, 1 * 2 * 3, 2 * 2 * 2 * 3)
+    for b in range(2):
+        for n in range(6):
+            th, tw = divmod(n, 3)
+            for c in range(3):
+                vals = [float(pixels[b, c, u, th * 2 + py, tw * 2 + px])
+                        for u in range(2) for py in range(2) for px in range(2)]
+                mean = sum(vals) / len(vals)
+                sd = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
+                for k, v in enumerate(vals):
+                    assert float(target[b, n, k * 3 + c]) == pytest.approx((v - mean) / (sd + 1e-6), abs=2e-4)
+
+
+def test_norm_pix_constant_cube_is_finite() -> None:
+    video = _normalise(torch.full((1, 3, 2, 4, 4), 0.5))
+    target = norm_pix_target(video, 2, 4, MEAN, STD)
+    assert torch.isfinite(target).all() and target.abs().max() < 1e-3
+
+
+def test_masked_mse_counts_only_decoded_tokens() -> None:
+    g = torch.Generator().manual_seed(2)
+    target = torch.randn(2, 6, 5, generator=g)
+    decode_idx = torch.tensor([[4, 1], [0, 5]])
+    pred = torch.randn(2, 2, 5, generator=g)
+    loss = masked_mse(pred, target, decode_idx)
+    hand = sum(float(((pred[b, k] - target[b, decode_idx[b, k]]) ** 2).sum()) for b in range(2) for k in range(2)) / 20
+    assert float(loss) == pytest.approx(hand, rel=1e-6)
+    other = target.clone()
+    other[0, [0, 2, 3, 5]] += 100.0  # tokens not decoded in sample 0
+    other[1, [1, 2, 3, 4]] -= 100.0
+    assert float(masked_mse(pred, other, decode_idx)) == pytest.approx(hand, rel=1e-6)
+
+
+def test_masked_mse_gradient_and_bad_shapes() -> None:
+    pred = torch.zeros(1, 2, 3, requires_grad=True)
+    masked_mse(pred, torch.ones(1, 4, 3), torch.tensor([[0, 3]])).backward()
+    torch.testing.assert_close(pred.grad, torch.full((1, 2, 3), -2.0 / 6))
+    with pytest.raises(ValueError, match="do not agree"):
+        masked_mse(torch.zeros(1, 3, 3), torch.ones(1, 4, 3), torch.tensor([[0, 3]]))
+    with pytest.raises(ValueError, match="do not agree"):
+        masked_mse(torch.zeros(1, 2, 4), torch.ones(1, 4, 3), torch.tensor([[0, 3]]))
