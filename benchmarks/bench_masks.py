@@ -41,16 +41,22 @@ def synthetic_motion(grid: TokenGrid, batch: int, seed: int = 0) -> torch.Tensor
     return motion
 
 
-def time_call(fn, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` runs after two warm-up runs."""
+def time_strategy(strategy, grid: TokenGrid, batch: int, ctx: MaskContext, repeats: int) -> float:
+    """Median seconds of one ``strategy(grid, batch, ...)`` call over ``repeats`` runs (2 warm-ups)."""
+    gen = torch.Generator().manual_seed(0)
     for _ in range(2):
-        fn()
+        strategy(grid, batch, gen, ctx)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()
+        strategy(grid, batch, gen, ctx)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def row(role: str, name: str, frames: int, grid: TokenGrid, batch: int, sec: float) -> dict:
+    return {"role": role, "strategy": name, "frames": frames, "grid": list(grid.shape), "batch": batch,
+            "ms_per_clip": round(sec * 1e3 / batch, 4), "ms_per_batch": round(sec * 1e3, 3)}
 
 
 def main() -> None:
@@ -70,21 +76,14 @@ def main() -> None:
         for batch in args.batches:
             ctx = MaskContext(motion=synthetic_motion(grid, batch))
             for name in ENCODER_MASKS.names():
-                strategy = ENCODER_MASKS.build(name, ratio=args.ratio)
-                gen = torch.Generator().manual_seed(0)
-                sec = time_call(lambda s=strategy, g=gen: s(grid, batch, g, ctx), args.repeats)
-                rows.append({"role": "encoder", "strategy": name, "frames": frames, "grid": list(grid.shape),
-                             "batch": batch, "ms_per_clip": round(sec * 1e3 / batch, 4),
-                             "ms_per_batch": round(sec * 1e3, 3)})
+                sec = time_strategy(ENCODER_MASKS.build(name, ratio=args.ratio), grid, batch, ctx, args.repeats)
+                rows.append(row("encoder", name, frames, grid, batch, sec))
             enc = ENCODER_MASKS.build("tube", ratio=args.ratio)(grid, batch, torch.Generator().manual_seed(0))
             dctx = MaskContext(encoder_mask=enc)
             for name in DECODER_MASKS.names():
                 strategy = DECODER_MASKS.build(name, ratio=args.decoder_ratio)
-                gen = torch.Generator().manual_seed(0)
-                sec = time_call(lambda s=strategy, g=gen: s(grid, batch, g, dctx), args.repeats)
-                rows.append({"role": "decoder", "strategy": name, "frames": frames, "grid": list(grid.shape),
-                             "batch": batch, "ms_per_clip": round(sec * 1e3 / batch, 4),
-                             "ms_per_batch": round(sec * 1e3, 3)})
+                rows.append(row("decoder", name, frames, grid, batch,
+                                time_strategy(strategy, grid, batch, dctx, args.repeats)))
     print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
                       "machine": platform.machine(), "processor": platform.processor() or None,
                       "ratio": args.ratio, "decoder_ratio": args.decoder_ratio, "repeats": args.repeats,

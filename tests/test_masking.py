@@ -266,3 +266,13 @@ def test_build_masks_from_config():
     assert enc.ratio == 0.9 and type(dec).__name__ == "NoDecoderMask"
     with pytest.raises(KeyError, match="unknown encoder mask"):
         build_masks(MaskConfig(encoder="zigzag"))
+
+
+@pytest.mark.parametrize("name", ["smm", "mgm"])
+@pytest.mark.parametrize("share", [0.0, 1.0])
+@pytest.mark.parametrize("grid", [TokenGrid(1, 1, 1), TokenGrid(3, 2, 5), TokenGrid(4, 16, 9)], ids=str)
+def test_region_masks_at_extreme_shares(name, share, grid):
+    strategy = ENCODER_MASKS.build(name, ratio=0.5, motion_share=share)
+    motion = torch.randn(2, *grid.shape, 2, generator=gen(1))
+    mask = strategy(grid, 2, gen(), MaskContext(motion=motion))
+    assert mask.sum(1).tolist() == [strategy.count(grid)] * 2

@@ -47,6 +47,11 @@ def read_entries(source: Path) -> tuple[list[tuple[Path, Path, str]], list[tuple
             bad.append((f"{source}:{n}", f"expected `path label`, got {line.strip()!r}"))
             continue
         rel, label = parts
+        try:
+            int(label)
+        except ValueError:
+            bad.append((f"{source}:{n}", f"label {label!r} is not an integer"))
+            continue
         path = Path(rel) if Path(rel).is_absolute() else root / rel
         name = Path(rel).with_suffix(".mp4")
         if name.is_absolute():

@@ -1,22 +1,29 @@
 """Motion masks: simulated motion masking (SMM) and motion-guided masking (MGM, Fan et al. ICCV 2023).
 
 Both hide, in every token-frame, a rectangle that moves continuously through the clip, and fill the
-rest of the per-frame budget with another strategy (tube by default), so the count is exact:
+rest of the per-frame budget with another strategy, so the count is exact:
 
-- budget per token-frame ``k = int(ratio * h * w)``, total ``k * t`` (the same as tube masking);
+- budget per token-frame ``k = int(ratio * h * w)``, total ``k * t`` (as tube masking);
 - rectangle of about ``motion_share * k`` tokens, aspect ratio (rows/cols) drawn log-uniformly in
-  ``aspect`` per sample, kept whole inside the grid;
-- SMM moves it by a random walk with momentum, at most ``max_step`` tokens per axis per
-  token-frame, reflected at the borders;
-- MGM places it where the (camera-compensated, box-filtered) motion magnitude is highest and
-  lets it follow that place through the clip at most ``max_step`` tokens per token-frame, so the
-  moving content is hidden from the encoder. A sample without motion falls back to SMM
-  (counted in ``fallbacks``).
+  ``aspect`` per sample, always whole inside the grid; its tokens are taken first (if rounding
+  makes it larger than ``k``, MGM keeps its highest-motion tokens);
+- fill ``tube`` (default): one random ranking of the spatial positions per sample, each
+  token-frame taking the best-ranked positions outside the rectangle, so the fill is the same in
+  every token-frame except where the rectangle displaces it; ``random``: independent per frame;
+- SMM moves the rectangle by a random walk with momentum (velocity kept with probability 0.8),
+  at most ``max_step`` (default 1) tokens per axis per token-frame, reflected at the borders;
+- MGM centres it on the strongest motion: per token-frame, the motion magnitude minus the
+  frame's median vector (camera pan), box-filtered with the rectangle itself plus its central half
+  (a pyramid kernel that favours centring), [1, 2, 1]-smoothed over time; the rectangle then
+  follows the best placement at most ``max_step`` (default 2) tokens per axis per token-frame, so
+  it is continuous and the moving content stays hidden from the encoder. A sample with no token
+  faster than ``min_motion`` pixels (or no motion at all) falls back to SMM, counted in
+  ``fallbacks``.
 
 Design choice (the paper leaves it open): ``motion_share = 0.5`` by default, i.e. half of the
-budget follows the motion and half is tube-masked, which keeps the motion region a contiguous
-volume at ratio 0.75 (about 73 of 196 tokens per frame at 224px) and 0.9 (about 88) while the tube
-part still stops copying from neighbouring frames elsewhere.
+budget follows the motion and half is tube-masked. At 224px (14x14 tokens) that is a rectangle of
+about 73 tokens per frame at ratio 0.75 and 88 at ratio 0.9: large enough to cover a moving person
+or object, while the tube half still stops copying from neighbouring frames elsewhere.
 """
 
 from __future__ import annotations
@@ -230,13 +237,16 @@ class MotionGuidedMask(RegionMask):
         if tuple(motion.shape) != (batch, *grid.shape, 2):
             raise ValueError(f"mgm needs motion [B, t, h, w, 2] = {[batch, *grid.shape, 2]}, "
                              f"got {list(motion.shape)}")
-        m = np.nan_to_num(motion.detach().cpu().float().numpy(), nan=0.0, posinf=0.0, neginf=0.0)
+        m = motion.detach().cpu().float().numpy()
+        dx, dy = m[..., 0], m[..., 1]  # separate planes: numpy reduces a trailing axis of 2 slowly
+        if not (np.isfinite(dx).all() and np.isfinite(dy).all()):
+            dx, dy = np.nan_to_num(dx, posinf=0.0, neginf=0.0), np.nan_to_num(dy, posinf=0.0, neginf=0.0)
         if self.compensate_camera:
-            flat = m.reshape(batch, grid.t, grid.spatial, 2)
-            mid = (grid.spatial - 1) // 2
-            median = np.partition(flat, mid, axis=2)[:, :, mid]  # [B, t, 2] (lower) median vector
-            m = m - median[:, :, None, None, :]
-        return np.sqrt((m * m).sum(-1))
+            mid = (grid.spatial - 1) // 2  # (lower) median vector of each token-frame
+            for_median = np.stack([dx, dy], 2).reshape(batch, grid.t, 2, grid.spatial)
+            median = np.partition(for_median, mid, axis=3)[..., mid]  # [B, t, 2]
+            dx, dy = dx - median[:, :, 0, None, None], dy - median[:, :, 1, None, None]
+        return np.sqrt(dx * dx + dy * dy)
 
     def _follow(self, m: np.ndarray, mov: np.ndarray, r: np.ndarray,
                 c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -247,8 +257,9 @@ class MotionGuidedMask(RegionMask):
             r, c: ``[B]`` rectangle rows and cols.
         """
         b, t, h, w = m.shape
-        sat = np.zeros((b, t, h + 1, w + 1), dtype=np.float32)
-        sat[:, :, 1:, 1:] = m.cumsum(2).cumsum(3)
+        sat = torch.zeros(b, t, h + 1, w + 1)  # summed-area table (torch's cumsum is 3x numpy's here)
+        sat[:, :, 1:, 1:] = torch.from_numpy(m).cumsum(2).cumsum(3)
+        sat = sat.numpy()
         ri, ci = (r + 1) // 2, (c + 1) // 2
         # Score of each placement: motion inside the rectangle plus motion inside its central
         # half, a pyramid-shaped box filter that prefers centring the rectangle on the motion.
@@ -291,9 +302,16 @@ def _box_sums(sat: np.ndarray, h: int, w: int, rows: np.ndarray, cols: np.ndarra
     x1 = np.minimum(x0 + cols[..., None], w)
     ys = np.stack([y1, y0, y1, y0], 2)  # [B, nb, 4, h]
     xs = np.stack([x1, x1, x0, x0], 2)  # [B, nb, 4, w]
-    idx = (ys[..., :, None] * (w + 1) + xs[..., None, :]).reshape(b, 1, -1)  # 4 corners per box
-    vals = np.take_along_axis(sat, idx, 2).reshape(b, t, -1, 4, h * w)
-    return (vals[:, :, :, 0] - vals[:, :, :, 1] - vals[:, :, :, 2] + vals[:, :, :, 3]).sum(2)
+    idx = (ys[..., :, None] * (w + 1) + xs[..., None, :]).reshape(b, -1)  # 4 corners per box
+    vals = np.empty((b, t, idx.shape[1]), dtype=sat.dtype)
+    for i in range(b):  # a 1-D take per sample is 4x faster than take_along_axis
+        vals[i] = sat[i][:, idx[i]]
+    vals = vals.reshape(b, t, -1, 4, h * w)
+    sums = vals[:, :, :, 0] - vals[:, :, :, 1] - vals[:, :, :, 2] + vals[:, :, :, 3]  # [B, t, nb, h*w]
+    out = sums[:, :, 0]
+    for j in range(1, sums.shape[2]):  # explicit adds: a reduction over a short middle axis is slow
+        out = out + sums[:, :, j]
+    return out
 
 
 ENCODER_MASKS.register("smm")(SimulatedMotionMask)

@@ -8,14 +8,15 @@ How many frames away the reference is, is *not* exported. We recover it (see ``d
 
 - candidates: 1..3 frames, and the nearest I/P frames in that direction (where P-frames of a
   B-frame stream and B-frames take their references);
-- each moving vector (>= 1 px) is checked against every candidate frame: the block's pixels in
+- each moving vector (>= 1 px, block and reference block inside the picture) is checked against every candidate frame: the block's pixels in
   this frame are compared (mean absolute luma difference on a 4x4 lattice of points) with the
   pixels at ``src`` in the candidate; a clearly better match wins, otherwise the structural
   guess (nearest I/P frame) stays. Vectors under 1 px take the structural guess.
 
 Displacement per frame, in the "content moved from the previous frame to this one" convention:
 P (past reference, distance d): ``(dst - src) / d``; B (future reference, distance d): content at
-``dst`` is at ``src`` d frames later, so ``(src - dst) / d``. Blocks with both are averaged; cells
+``dst`` is at ``src`` d frames later, so ``(src - dst) / d``. Blocks with both are averaged
+(a zero vector FFmpeg exports for the unused direction of a one-sided B partition is dropped); cells
 without a vector (intra blocks) take the mean of the vectors within 4 cells (else zero); frames
 without vectors (I-frames) or mostly intra take the mean of the nearest measured frames and are
 marked invalid.
@@ -37,7 +38,7 @@ MIN_CHECKED = 1.0  # pixels: shorter vectors take the structural distance
 # costs under CLEARLY_BETTER of it: blocks mixing object and background match every candidate
 # poorly, and only a clear winner is evidence of a farther reference.
 TIE_MARGIN = 2.0
-CLEARLY_BETTER = 0.6
+CLEARLY_BETTER = 0.5
 MIN_COVERED = 0.5  # share of a frame's cells with a vector for the frame to count as measured
 
 
@@ -61,6 +62,7 @@ def codec_field(decoded: DecodedVideo, block: int = 4, check_refs: bool = True) 
                      + [False] * max(0, nf - len(decoded.motion_vectors)), bool)
     if valid.any():
         fidx, mv = _stack_vectors(decoded.motion_vectors[:nf])
+        fidx, mv = _drop_unused_partitions(fidx, mv)
         off = np.stack([mv["motion_x"], mv["motion_y"]], 1) / np.maximum(mv["motion_scale"], 1)[:, None]
         direction = np.where(mv["source"] > 0, 1, -1)
         dist = _reference_distance(frames, decoded.pict_types, fidx, mv, off, direction, check_refs)
@@ -80,6 +82,23 @@ def _stack_vectors(per_frame: list) -> tuple[np.ndarray, np.ndarray]:
     parts = [(f, mv) for f, mv in enumerate(per_frame) if mv is not None and len(mv)]
     fidx = np.concatenate([np.full(len(mv), f, np.int64) for f, mv in parts])
     return fidx, np.concatenate([mv for _, mv in parts])
+
+
+def _drop_unused_partitions(fidx: np.ndarray, mv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop the zero vector of a block exported for both directions when the other is non-zero.
+
+    FFmpeg exports every partition of a B macroblock for each list the macroblock uses, so a
+    partition predicted from one direction only also appears, with a zero vector, for the other.
+    A block truly predicted from both sides by moving content has two non-zero vectors; a static
+    one has two zeros. Averaging the placeholder zero in would halve the motion.
+    """
+    key = np.stack([fidx, mv["dst_x"], mv["dst_y"], mv["w"], mv["h"]], 1)
+    _, group, size = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    group = group.reshape(-1)
+    zero = (mv["motion_x"] == 0) & (mv["motion_y"] == 0)
+    moving_in_group = np.bincount(group, weights=~zero, minlength=len(size)) > 0
+    keep = ~(zero & (size[group] > 1) & moving_in_group[group])
+    return fidx[keep], mv[keep]
 
 
 def _anchor_distance(types: list[str], nf: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -125,10 +144,16 @@ def _reference_distance(frames: np.ndarray, types: list[str], fidx: np.ndarray, 
     cand = np.where((direction > 0)[:, None], _pad(future, past.shape[1])[fidx],
                     _pad(past, future.shape[1])[fidx])  # [N, C]; column 0 is the structural guess
     dist = cand[:, 0].copy()
-    moving = np.hypot(off[:, 0], off[:, 1]) >= MIN_CHECKED
-    if not check or not moving.any() or cand.shape[1] < 2:
+    # Checked: moving vectors whose block and reference block lie inside the picture (near the
+    # border the encoder predicts from replicated edge pixels, which no candidate reproduces).
+    x0, x1 = mv["dst_x"] - mv["w"] / 2, mv["dst_x"] + mv["w"] / 2
+    y0, y1 = mv["dst_y"] - mv["h"] / 2, mv["dst_y"] + mv["h"] / 2
+    inside = ((np.minimum(x0, x0 + off[:, 0]) >= 0) & (np.maximum(x1, x1 + off[:, 0]) <= w)
+              & (np.minimum(y0, y0 + off[:, 1]) >= 0) & (np.maximum(y1, y1 + off[:, 1]) <= h))
+    checked = inside & (np.hypot(off[:, 0], off[:, 1]) >= MIN_CHECKED)
+    if not check or not checked.any() or cand.shape[1] < 2:
         return dist
-    sel = np.flatnonzero(moving)
+    sel = np.flatnonzero(checked)
     c = cand[sel]  # [M, C]
     # 4x4 lattice of points inside each block, in this frame and at the offset in the reference.
     lat = (np.arange(4) + 0.5) / 4 - 0.5

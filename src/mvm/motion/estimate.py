@@ -2,7 +2,7 @@
 
 Coarse-to-fine block matching on downscaled luma, vectorised over blocks, shifts and frames with
 numpy (no Python loop per block): a full search of ``+-COARSE_RADIUS`` pixels on a half-size
-level, refined by ``+-1`` pixel on the matching level, then a parabola through the costs for a
+level, refined by ``+-1`` pixel on the matching level, then a V fit through the costs for a
 sub-pixel estimate. The cost is the mean absolute luma difference plus a small penalty per pixel
 of shift, so flat or ambiguous blocks prefer zero motion. Output follows the codec convention
 (content moved from the previous frame to this one, pixels, dx right, dy down).
@@ -78,7 +78,8 @@ def _blocks(img: np.ndarray, bs: int) -> np.ndarray:
     return img.reshape(p, hc, bs, wc, bs).transpose(0, 1, 3, 2, 4)
 
 
-def _search(cur: np.ndarray, prev: np.ndarray, bs: int, centre: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+def _search(cur: np.ndarray, prev: np.ndarray, bs: int, centre: np.ndarray,
+            r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cost of every shift ``centre + [-r, r]^2`` of every block of ``cur`` against ``prev``.
 
     Args:
@@ -86,7 +87,8 @@ def _search(cur: np.ndarray, prev: np.ndarray, bs: int, centre: np.ndarray, r: i
         centre: ``[P, Hc, Wc, 2]`` int (dy, dx) search centre per block.
 
     Returns:
-        cost ``[P, Hc, Wc, 2r+1, 2r+1]`` and the shifts' offsets ``[2r+1]``.
+        raw cost ``[P, Hc, Wc, 2r+1, 2r+1]`` (mean absolute difference), the cost with the
+        shift penalty (what is minimised), and the shifts' offsets ``[2r+1]``.
     """
     blocks = _blocks(cur, bs)  # [P, Hc, Wc, bs, bs]
     p, hc, wc = blocks.shape[:3]
@@ -102,7 +104,7 @@ def _search(cur: np.ndarray, prev: np.ndarray, bs: int, centre: np.ndarray, r: i
     cost = np.abs(sw - blocks[:, :, :, None, None]).mean((-1, -2))
     off = np.arange(-r, r + 1)
     total = np.abs(centre[..., 0, None, None] + off[:, None]) + np.abs(centre[..., 1, None, None] + off[None, :])
-    return cost + PENALTY * total, off
+    return cost, cost + PENALTY * total, off
 
 
 def _half(x: np.ndarray) -> np.ndarray:
@@ -128,32 +130,37 @@ def _match(cur: np.ndarray, prev: np.ndarray) -> np.ndarray:
         hb = MATCH_BLOCK // 2
         half_cur, half_prev = _half(cur), _half(prev)
         start = np.zeros((p, -(-half_cur.shape[1] // hb), -(-half_cur.shape[2] // hb), 2), np.int64)
-        cost, off = _search(half_cur, half_prev, hb, start, COARSE_RADIUS)
+        _, cost, off = _search(half_cur, half_prev, hb, start, COARSE_RADIUS)
         iy, ix = _argmin2(cost)
         coarse = np.stack([off[iy], off[ix]], -1) * 2
         centre[:, : coarse.shape[1], : coarse.shape[2]] = coarse[:, :hc, :wc]
         radius = 1
     else:  # too small for two levels: one full search
         radius = COARSE_RADIUS
-    cost, off = _search(cur, prev, MATCH_BLOCK, centre, radius)
+    raw, cost, off = _search(cur, prev, MATCH_BLOCK, centre, radius)
     iy, ix = _argmin2(cost)
-    dy = centre[..., 0] + off[iy] + _parabola(cost, iy, ix, axis=0)
-    dx = centre[..., 1] + off[ix] + _parabola(cost, iy, ix, axis=1)
+    dy = centre[..., 0] + off[iy] + _subpixel(raw, iy, ix, axis=0)
+    dx = centre[..., 1] + off[ix] + _subpixel(raw, iy, ix, axis=1)
     return np.stack([dx, dy], -1).astype(np.float32)
 
 
-def _parabola(cost: np.ndarray, iy: np.ndarray, ix: np.ndarray, axis: int) -> np.ndarray:
-    """Sub-pixel offset of the minimum along one axis from a parabola through three costs."""
+def _subpixel(cost: np.ndarray, iy: np.ndarray, ix: np.ndarray, axis: int) -> np.ndarray:
+    """Sub-pixel offset of the minimum along one axis: the equiangular (V) fit through three
+    costs, which suits absolute differences. A near-perfect integer match (cost at the minimum
+    under a tenth of its neighbours') is left alone: there the V's slopes reflect the texture's
+    asymmetry, not a fractional shift."""
     n = cost.shape[-1]
     i = iy if axis == 0 else ix
     inner = (i > 0) & (i < n - 1)
     ic = np.clip(i, 1, n - 2)
+    flat = cost.reshape(*cost.shape[:-2], n * n)
 
     def at(k: np.ndarray) -> np.ndarray:
         y, x = (k, ix) if axis == 0 else (iy, k)
-        return np.take_along_axis(cost.reshape(*cost.shape[:-2], n * n), (y * n + x)[..., None], -1)[..., 0]
+        return np.take_along_axis(flat, (y * n + x)[..., None], -1)[..., 0]
 
     lo, mid, hi = at(ic - 1), at(ic), at(ic + 1)
-    den = lo - 2 * mid + hi
-    delta = np.where(den > 1e-6, 0.5 * (lo - hi) / np.maximum(den, 1e-6), 0.0)
-    return np.where(inner, np.clip(delta, -0.5, 0.5), 0.0)
+    slope = np.maximum(lo, hi) - mid
+    delta = np.where(slope > 1e-6, 0.5 * (lo - hi) / np.maximum(slope, 1e-6), 0.0)
+    exact = mid < 0.1 * np.minimum(lo, hi)
+    return np.where(inner & ~exact, np.clip(delta, -0.5, 0.5), 0.0)

@@ -134,7 +134,7 @@ def clip_motion(field: MotionField, indices: np.ndarray) -> np.ndarray:
     out = np.empty((idx.size, *field.flow.shape[1:]), np.float32)
     out[1:] = cum[idx[1:]] - cum[idx[:-1]]
     stride = int(idx[1] - idx[0]) if idx.size > 1 else 1
-    if idx[0] - stride >= 0:
+    if 0 <= idx[0] - stride < field.num_frames:
         out[0] = cum[idx[0]] - cum[idx[0] - stride]
     elif idx.size > 1:
         out[0] = out[1]

@@ -82,7 +82,7 @@ def plot_masks(frames: np.ndarray, masks: dict[str, torch.Tensor], grid: TokenGr
         for i in range(t):
             ax = axes[row, i]
             shade = np.where(np.kron(hidden[i], np.ones((p, p))).astype(bool)[..., None], dim, 1.0)
-            ax.imshow(pix[i * grid.tubelet] * shade, interpolation="nearest")
+            ax.imshow(pix[i * grid.tubelet] * shade, interpolation="nearest", extent=(0, w * p, h * p, 0))
             if vec is not None:
                 ax.quiver(xs, ys, vec[i, ..., 0], vec[i, ..., 1], color="yellow", angles="xy",
                           scale_units="xy", scale=scale, width=0.008)
@@ -92,7 +92,7 @@ def plot_masks(frames: np.ndarray, masks: dict[str, torch.Tensor], grid: TokenGr
             ax.set_yticks([])
             if row == 0:
                 ax.set_title(f"t={i}", fontsize=7)
-        axes[row, 0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+        axes[row, 0].set_ylabel(label, fontsize=7)
     fig.suptitle(title or "encoder masks (hidden tokens dimmed, arrows: token motion)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=90)

@@ -44,7 +44,7 @@ def reconstruct(model: torch.nn.Module, video: torch.Tensor, encoder_mask: torch
     recon = cubes.clone()
     recon.scatter_(1, decode_idx[..., None].expand(-1, -1, d), pred.clamp(0, 1))
     masked = cubes.clone()
-    masked[encoder_mask] = 0.5 * masked[encoder_mask] + 0.25  # dim hidden cubes to grey
+    masked[encoder_mask] = 0.5  # hidden cubes are flat grey: the picture shows what the encoder saw
     return unpatchify(masked, grid), unpatchify(recon, grid)
 
 
