@@ -279,3 +279,23 @@ def test_convert_command(tmp_path: Path, capsys) -> None:
     assert rel_err(a, b) < TOL
     assert _cli(["convert", str(tmp_path / "nope"), str(tmp_path / "x.pth")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+@torch.no_grad()
+def test_bare_encoder_and_in_memory_export(record_property) -> None:
+    """A bare VideoMAEModel imports as a VideoEncoder; to_hf_model builds transformers in memory."""
+    cfg = hf_config(num_frames=4, image_size=32, patch_size=16, num_attention_heads=2, use_mean_pooling=False)
+    torch.manual_seed(0)
+    bare = randomise(transformers.VideoMAEModel(cfg), 10)
+    enc = from_hf_model(bare)
+    video, mask = clip_and_mask(cfg)
+    err = rel_err(enc(video, mask_to_indices(~mask)), bare(video.transpose(1, 2), bool_masked_pos=mask).last_hidden_state)
+    report(record_property, "import bare VideoMAEModel", err)
+    assert err < TOL
+    from mvm.interop import to_hf_model
+
+    mae = randomise(build_mae("tiny", patch=16, dim=64, depth=2, heads=2, decoder_dim=32, decoder_heads=2), 11)
+    hf = to_hf_model(mae, frames=4, size=32)
+    err = rel_err(mae(video, mask_to_indices(~mask), mask_to_indices(mask)),
+                  hf(video.transpose(1, 2), bool_masked_pos=mask).logits)
+    assert err < 1e-4

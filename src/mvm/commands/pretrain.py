@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     for flag, key in (("data", "data.train"), ("val", "data.val"), ("out", "train.out"), ("steps", "train.steps")):
         if getattr(args, flag) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
-    if args.out is None:
-        overrides.append(f"train.out={_default_out(args.resume)}")
+    if not any(o.replace(" ", "").startswith("train.out=") for o in overrides):
+        overrides.insert(0, f"train.out={_default_out(args.resume)}")  # before --set, which may name one
     cfg = load_config(args.config or DEFAULT_PRESET, overrides)  # refuses bad configs before any work
 
     bar = tqdm(total=cfg.train.steps, desc="pretrain", unit="step", dynamic_ncols=True, file=sys.stderr)

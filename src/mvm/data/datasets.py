@@ -106,11 +106,10 @@ def scan_folder(folder: str | os.PathLike) -> tuple[list[Entry], list[str]]:
     """
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
-    classes = sorted({p.relative_to(folder).parts[0] for p in files if len(p.relative_to(folder).parts) > 1})
+    tops = [p.relative_to(folder).parts[0] if p.parent != folder else None for p in files]
+    classes = sorted({t for t in tops if t is not None})
     index = {name: i for i, name in enumerate(classes)}
-    entries = [(str(p), index[p.relative_to(folder).parts[0]] if len(p.relative_to(folder).parts) > 1 else -1)
-               for p in files]
-    return entries, classes
+    return [(str(p), -1 if t is None else index[t]) for p, t in zip(files, tops)], classes
 
 
 class VideoDataset(torch.utils.data.Dataset):

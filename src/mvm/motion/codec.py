@@ -8,10 +8,14 @@ How many frames away the reference is, is *not* exported. We recover it (see ``d
 
 - candidates: 1..3 frames, and the nearest I/P frames in that direction (where P-frames of a
   B-frame stream and B-frames take their references);
-- each moving vector (>= 1 px, block and reference block inside the picture) is checked against every candidate frame: the block's pixels in
-  this frame are compared (mean absolute luma difference on a 4x4 lattice of points) with the
-  pixels at ``src`` in the candidate; a clearly better match wins, otherwise the structural
-  guess (nearest I/P frame) stays. Vectors under 1 px take the structural guess.
+- moving vectors (>= 1 px, block and reference block inside the picture) are checked against
+  every candidate frame: the block's pixels in this frame are compared (mean absolute difference
+  of the green channel on a 4x4 lattice of points) with the pixels at ``src`` in the candidate;
+  a clearly better match wins, otherwise the structural guess (nearest I/P frame) stays.
+  Vectors under 1 px take the structural guess. To stay cheap, a probe of ``PROBE`` vectors
+  spread over the video is checked first; only when more than 2% of them point farther than
+  the structural guess (a multi-reference stream) are all of them checked. A ``ref=1`` stream
+  without B-frames (what ``mvm prepare`` writes) costs just the probe.
 
 Displacement per frame, in the "content moved from the previous frame to this one" convention:
 P (past reference, distance d): ``(dst - src) / d``; B (future reference, distance d): content at
@@ -39,6 +43,8 @@ MIN_CHECKED = 1.0  # pixels: shorter vectors take the structural distance
 # poorly, and only a clear winner is evidence of a farther reference.
 TIE_MARGIN = 2.0
 CLEARLY_BETTER = 0.5
+PROBE = 256  # vectors checked before deciding whether the stream needs a check of every vector
+PROBE_FARTHER = 0.02  # ... which it does when more than this share of the probe points farther
 MIN_COVERED = 0.5  # share of a frame's cells with a vector for the frame to count as measured
 
 
@@ -48,9 +54,9 @@ def codec_field(decoded: DecodedVideo, block: int = 4, check_refs: bool = True) 
     Args:
         decoded: from ``decode_video(path, with_motion=True)``.
         block: grid cell side in pixels (``Hm = ceil(H / block)``).
-        check_refs: verify each moving vector's reference distance against the pixels (see
-            module doc); False takes the structural guess for every vector (exact for
-            ``ref=1`` streams, an over-estimate by up to the reference distance otherwise).
+        check_refs: verify moving vectors' reference distance against the pixels (see module
+            doc); False takes the structural guess for every vector (exact for ``ref=1``
+            streams, an over-estimate by up to the reference distance otherwise).
 
     Returns:
         MotionField with ``source="codec"``; ``valid[f]`` is False for frames without vectors.
@@ -61,15 +67,16 @@ def codec_field(decoded: DecodedVideo, block: int = 4, check_refs: bool = True) 
     valid = np.array([mv is not None and len(mv) > 0 for mv in decoded.motion_vectors[:nf]]
                      + [False] * max(0, nf - len(decoded.motion_vectors)), bool)
     if valid.any():
-        fidx, mv = _stack_vectors(decoded.motion_vectors[:nf])
-        fidx, mv = _drop_unused_partitions(fidx, mv)
-        off = np.stack([mv["motion_x"], mv["motion_y"]], 1) / np.maximum(mv["motion_scale"], 1)[:, None]
-        direction = np.where(mv["source"] > 0, 1, -1)
-        dist = _reference_distance(frames, decoded.pict_types, fidx, mv, off, direction, check_refs)
+        v = _columns(decoded.motion_vectors[:nf])
+        if (v["dir"] > 0).any():
+            v = _drop_unused_partitions(v)
+        dist = _reference_distance(frames, decoded.pict_types, v, check_refs)
         keep = dist > 0  # references outside the decoded frames cannot be placed in time
+        v = {k: a[keep] for k, a in v.items()}
         # P (past ref): content at src is now at dst -> dst - src = -off; B (future): src - dst = +off.
-        disp = (off * direction[:, None]) / np.maximum(dist, 1)[:, None]
-        flow, covered = _paint(fidx[keep], mv[keep], disp[keep].astype(np.float32), nf, h, w, block)
+        scale = (v["dir"] / dist[keep]).astype(np.float32)
+        disp = np.stack([v["ox"] * scale, v["oy"] * scale], 1)
+        flow, covered = _paint(v, disp, nf, h, w, block)
         # Frames mostly without vectors (scene cuts coded intra) are filled from their neighbours.
         valid &= covered.reshape(nf, -1).mean(1) >= MIN_COVERED
         _fill_holes(flow, covered, valid)
@@ -77,14 +84,22 @@ def codec_field(decoded: DecodedVideo, block: int = 4, check_refs: bool = True) 
     return MotionField(flow, valid, block, "codec", decoded.codec)
 
 
-def _stack_vectors(per_frame: list) -> tuple[np.ndarray, np.ndarray]:
-    """All frames' vectors in one structured array, with the frame index of each."""
+def _columns(per_frame: list) -> dict[str, np.ndarray]:
+    """All frames' vectors as contiguous columns: frame ``f``, direction ``dir`` (-1 past, +1
+    future), block centre ``x, y`` and size ``bw, bh``, offset ``ox, oy = src - dst`` (float32)."""
     parts = [(f, mv) for f, mv in enumerate(per_frame) if mv is not None and len(mv)]
-    fidx = np.concatenate([np.full(len(mv), f, np.int64) for f, mv in parts])
-    return fidx, np.concatenate([mv for _, mv in parts])
+    mv = np.concatenate([m for _, m in parts])
+    scale = np.maximum(mv["motion_scale"], 1).astype(np.float32)
+    return {
+        "f": np.concatenate([np.full(len(m), f, np.int64) for f, m in parts]),
+        "dir": np.where(mv["source"] > 0, 1, -1).astype(np.int64),
+        "x": mv["dst_x"].astype(np.float32), "y": mv["dst_y"].astype(np.float32),
+        "bw": mv["w"].astype(np.float32), "bh": mv["h"].astype(np.float32),
+        "ox": mv["motion_x"].astype(np.float32) / scale, "oy": mv["motion_y"].astype(np.float32) / scale,
+    }
 
 
-def _drop_unused_partitions(fidx: np.ndarray, mv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _drop_unused_partitions(v: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Drop the zero vector of a block exported for both directions when the other is non-zero.
 
     FFmpeg exports every partition of a B macroblock for each list the macroblock uses, so a
@@ -92,93 +107,85 @@ def _drop_unused_partitions(fidx: np.ndarray, mv: np.ndarray) -> tuple[np.ndarra
     A block truly predicted from both sides by moving content has two non-zero vectors; a static
     one has two zeros. Averaging the placeholder zero in would halve the motion.
     """
-    key = np.stack([fidx, mv["dst_x"], mv["dst_y"], mv["w"], mv["h"]], 1)
-    _, group, size = np.unique(key, axis=0, return_inverse=True, return_counts=True)
-    group = group.reshape(-1)
-    zero = (mv["motion_x"] == 0) & (mv["motion_y"] == 0)
+    key = (((v["f"] * 65536 + v["x"].astype(np.int64)) * 65536 + v["y"].astype(np.int64)) * 64
+           + v["bw"].astype(np.int64) // 4 * 8 + v["bh"].astype(np.int64) // 4)
+    _, group, size = np.unique(key, return_inverse=True, return_counts=True)
+    zero = (v["ox"] == 0) & (v["oy"] == 0)
     moving_in_group = np.bincount(group, weights=~zero, minlength=len(size)) > 0
     keep = ~(zero & (size[group] > 1) & moving_in_group[group])
-    return fidx[keep], mv[keep]
-
-
-def _anchor_distance(types: list[str], nf: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per frame, the distance to the nearest I/P frame before and after it (0: none decoded),
-    and the I/P frames themselves."""
-    anchors = np.array([i for i in range(nf) if i < len(types) and types[i] in "IP?"], np.int64)
-    frame = np.arange(nf)
-    back = np.zeros(nf, np.int64)
-    fwd = np.zeros(nf, np.int64)
-    if anchors.size:
-        pos = np.searchsorted(anchors, frame)  # first anchor >= frame
-        has_prev = pos > 0
-        back[has_prev] = frame[has_prev] - anchors[pos[has_prev] - 1]
-        nxt = np.searchsorted(anchors, frame, side="right")
-        has_next = nxt < anchors.size
-        fwd[has_next] = anchors[nxt[has_next]] - frame[has_next]
-    return back, fwd, anchors
+    return {k: a[keep] for k, a in v.items()}
 
 
 def _candidates(types: list[str], nf: int) -> tuple[np.ndarray, np.ndarray]:
-    """``[nf, C]`` candidate distances for past and for future references (0 = padding)."""
-    back, fwd, anchors = _anchor_distance(types, nf)
+    """``[nf, C]`` candidate distances for past and for future references (0 = none).
+
+    Column 0 is the structural guess (the nearest I/P frame in that direction; 0 when none is
+    decoded, which drops the vector), then 1..3 frames and the next-nearest I/P frames."""
+    frame = np.arange(nf)
+    anchors = np.array([i for i in range(nf) if i < len(types) and types[i] in "IP?"], np.int64)
+    padded = np.concatenate([[-(10**9)] * ANCHORS, anchors, [10**9] * ANCHORS])  # sentinels: out of range
+    before = np.searchsorted(anchors, frame) + ANCHORS  # index in padded of the first anchor >= f
+    after = np.searchsorted(anchors, frame, side="right") + ANCHORS  # first anchor > f
     tables = []
-    for sign, first in ((-1, back), (1, fwd)):
-        rows = []
-        for f in range(nf):
-            if not first[f]:  # no I/P frame decoded in that direction: the reference is out of reach
-                rows.append([])
-                continue
-            near = [a for a in (anchors[::-1] if sign < 0 else anchors) if (a - f) * sign > 0][:ANCHORS]
-            cand = list(dict.fromkeys([int(first[f]), *NEAR_DISTANCES, *(abs(int(a) - f) for a in near)]))
-            rows.append([d for d in cand if 0 <= f + sign * d < nf])
-        width = max(1, max(len(r) for r in rows))
-        tables.append(np.array([r + [0] * (width - len(r)) for r in rows], np.int64).reshape(nf, width))
+    for sign in (-1, 1):
+        near = [padded[before - 1 - i] if sign < 0 else padded[after + i] for i in range(ANCHORS)]
+        dists = [np.abs(a - frame) for a in near]
+        cand = np.stack([dists[0], *[np.full(nf, d) for d in NEAR_DISTANCES], *dists[1:]], 1)
+        target = frame[:, None] + sign * cand
+        cand[(target < 0) | (target >= nf)] = 0
+        cand[cand[:, 0] == 0] = 0  # no I/P frame that way: the reference is out of reach
+        for j in range(1, cand.shape[1]):  # blank repeats so each distance is tried once
+            cand[:, j][(cand[:, j, None] == cand[:, :j]).any(1)] = 0
+        tables.append(cand)
     return tables[0], tables[1]
 
 
-def _reference_distance(frames: np.ndarray, types: list[str], fidx: np.ndarray, mv: np.ndarray,
-                        off: np.ndarray, direction: np.ndarray, check: bool) -> np.ndarray:
+def _reference_distance(frames: np.ndarray, types: list[str], v: dict[str, np.ndarray],
+                        check: bool) -> np.ndarray:
     """Frames between each vector's frame and its reference (0 where none is decoded)."""
     nf, h, w = frames.shape[:3]
     past, future = _candidates(types, nf)
-    cand = np.where((direction > 0)[:, None], _pad(future, past.shape[1])[fidx],
-                    _pad(past, future.shape[1])[fidx])  # [N, C]; column 0 is the structural guess
+    cand = np.where((v["dir"] > 0)[:, None], future[v["f"]], past[v["f"]])  # [N, C]
     dist = cand[:, 0].copy()
+    if not check:
+        return dist
     # Checked: moving vectors whose block and reference block lie inside the picture (near the
     # border the encoder predicts from replicated edge pixels, which no candidate reproduces).
-    x0, x1 = mv["dst_x"] - mv["w"] / 2, mv["dst_x"] + mv["w"] / 2
-    y0, y1 = mv["dst_y"] - mv["h"] / 2, mv["dst_y"] + mv["h"] / 2
-    inside = ((np.minimum(x0, x0 + off[:, 0]) >= 0) & (np.maximum(x1, x1 + off[:, 0]) <= w)
-              & (np.minimum(y0, y0 + off[:, 1]) >= 0) & (np.maximum(y1, y1 + off[:, 1]) <= h))
-    checked = inside & (np.hypot(off[:, 0], off[:, 1]) >= MIN_CHECKED)
-    if not check or not checked.any() or cand.shape[1] < 2:
-        return dist
-    sel = np.flatnonzero(checked)
-    c = cand[sel]  # [M, C]
-    # 4x4 lattice of points inside each block, in this frame and at the offset in the reference.
-    lat = (np.arange(4) + 0.5) / 4 - 0.5
-    px = mv["dst_x"][sel, None].astype(np.float32) + lat[None, :] * mv["w"][sel, None]  # [M, 4]
-    py = mv["dst_y"][sel, None].astype(np.float32) + lat[None, :] * mv["h"][sel, None]
-    xs = np.broadcast_to(px[:, None, :], (sel.size, 4, 4)).reshape(sel.size, 16)
-    ys = np.broadcast_to(py[:, :, None], (sel.size, 4, 4)).reshape(sel.size, 16)
-    cur = _sample(frames, fidx[sel, None], ys, xs)  # [M, 16]
-    ref_f = fidx[sel, None] + direction[sel, None] * c  # [M, C]
-    rx = (xs + off[sel, 0, None])[:, None, :]
-    ry = (ys + off[sel, 1, None])[:, None, :]
-    ref = _sample(frames, ref_f[:, :, None], ry, rx)  # [M, C, 16]
-    cost = np.abs(ref - cur[:, None, :]).mean(-1)
-    cost[c == 0] = np.inf
-    best = cost.argmin(1)
-    rows = np.arange(sel.size)
-    better = (cost[rows, best] + TIE_MARGIN < cost[:, 0]) & (cost[rows, best] < CLEARLY_BETTER * cost[:, 0])
-    dist[sel] = np.where(better, c[rows, best], c[:, 0])
+    x0, x1 = v["x"] - v["bw"] / 2, v["x"] + v["bw"] / 2
+    y0, y1 = v["y"] - v["bh"] / 2, v["y"] + v["bh"] / 2
+    ox, oy = v["ox"], v["oy"]
+    checkable = ((np.minimum(x0, x0 + ox) >= 0) & (np.maximum(x1, x1 + ox) <= w)
+                 & (np.minimum(y0, y0 + oy) >= 0) & (np.maximum(y1, y1 + oy) <= h)
+                 & (np.hypot(ox, oy) >= MIN_CHECKED) & (cand[:, 1:] > 0).any(1))
+    sel = np.flatnonzero(checkable)
+    if sel.size > PROBE:
+        probe = sel[np.linspace(0, sel.size - 1, PROBE).astype(np.int64)]
+        if (_best_distance(frames, v, cand, probe) != dist[probe]).mean() <= PROBE_FARTHER:
+            return dist  # (almost) no sign of farther references: the structural guess holds
+    dist[sel] = _best_distance(frames, v, cand, sel)
     return dist
 
 
-def _pad(table: np.ndarray, width: int) -> np.ndarray:
-    if table.shape[1] >= width:
-        return table
-    return np.pad(table, ((0, 0), (0, width - table.shape[1])))
+def _best_distance(frames: np.ndarray, v: dict[str, np.ndarray], cand: np.ndarray,
+                   sel: np.ndarray) -> np.ndarray:
+    """For vectors ``sel``, the candidate distance whose frame matches the block best."""
+    c = cand[sel]  # [M, C]
+    lat = (np.arange(4, dtype=np.float32) + 0.5) / 4 - 0.5  # 4x4 lattice inside the block
+    px = v["x"][sel, None] + lat * v["bw"][sel, None]  # [M, 4]
+    py = v["y"][sel, None] + lat * v["bh"][sel, None]
+    xs = np.repeat(px[:, None, :], 4, 1).reshape(-1, 16)
+    ys = np.repeat(py[:, :, None], 4, 2).reshape(-1, 16)
+    f = v["f"][sel, None]
+    cur = _sample(frames, f, ys, xs)  # [M, 16]
+    ref_f = f + v["dir"][sel, None] * c  # [M, C]
+    ref = _sample(frames, ref_f[:, :, None], (ys + v["oy"][sel, None])[:, None], (xs + v["ox"][sel, None])[:, None])
+    cost = np.abs(ref - cur[:, None, :]).mean(-1)  # [M, C]
+    cost[c == 0] = np.inf
+    best = cost.argmin(1)
+    rows = np.arange(sel.size)
+    b = cost[rows, best]
+    better = (b + TIE_MARGIN < cost[:, 0]) & (b < CLEARLY_BETTER * cost[:, 0])
+    return np.where(better, c[rows, best], c[:, 0])
 
 
 def _sample(frames: np.ndarray, f: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -191,51 +198,43 @@ def _sample(frames: np.ndarray, f: np.ndarray, y: np.ndarray, x: np.ndarray) -> 
     return frames[fi, yi, xi, 1].astype(np.float32)
 
 
-def _paint(fidx: np.ndarray, mv: np.ndarray, disp: np.ndarray, nf: int, h: int, w: int,
-           block: int, chunk: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def _paint(v: dict[str, np.ndarray], disp: np.ndarray, nf: int, h: int, w: int,
+           block: int) -> tuple[np.ndarray, np.ndarray]:
     """Area-weighted mean of the block vectors over each grid cell.
 
-    Rectangles are painted with a 2-D difference array on a fine grid (4 px, H.264's smallest
-    partition, or a divisor of ``block``), then pooled into ``block`` cells; ``chunk`` frames at
-    a time to bound memory on long videos.
+    Every vector is spread over the cells of a fine grid (4 px, H.264's smallest partition, or
+    a divisor of ``block``) that its block covers, summed with one ``bincount`` per channel,
+    then pooled into ``block`` cells.
 
     Returns:
         flow ``[nf, Hm, Wm, 2]`` and covered ``[nf, Hm, Wm]`` (cells any vector reached).
     """
     hm, wm = grid_shape(h, w, block)
-    flow = np.zeros((nf, hm, wm, 2), np.float32)
-    covered = np.zeros((nf, hm, wm), bool)
-    for start in range(0, nf, chunk):
-        sel = (fidx >= start) & (fidx < start + chunk)
-        n = min(chunk, nf - start)
-        flow[start:start + n], covered[start:start + n] = _paint_chunk(
-            fidx[sel] - start, mv[sel], disp[sel], n, hm, wm, block)
-    return flow, covered
-
-
-def _paint_chunk(fidx: np.ndarray, mv: np.ndarray, disp: np.ndarray, nf: int, hm: int, wm: int,
-                 block: int) -> tuple[np.ndarray, np.ndarray]:
     fine = math.gcd(block, 4)
     k = block // fine
     hf, wf = hm * k, wm * k
-    x0 = np.clip(np.floor((mv["dst_x"] - mv["w"] / 2) / fine), 0, wf).astype(np.int64)
-    x1 = np.clip(np.ceil((mv["dst_x"] + mv["w"] / 2) / fine), 0, wf).astype(np.int64)
-    y0 = np.clip(np.floor((mv["dst_y"] - mv["h"] / 2) / fine), 0, hf).astype(np.int64)
-    y1 = np.clip(np.ceil((mv["dst_y"] + mv["h"] / 2) / fine), 0, hf).astype(np.int64)
-    vals = np.concatenate([disp, np.ones((len(disp), 1), np.float32)], 1)  # dx, dy, count
-    size = nf * (hf + 1) * (wf + 1)
-    diff = np.empty((3, size), np.float32)
-    corners = ((y0, x0, 1), (y0, x1, -1), (y1, x0, -1), (y1, x1, 1))
-    idx = np.concatenate([(fidx * (hf + 1) + yy) * (wf + 1) + xx for yy, xx, _ in corners])
-    sign = np.concatenate([np.full(len(fidx), s, np.float32) for _, _, s in corners])
-    for c in range(3):
-        diff[c] = np.bincount(idx, weights=np.tile(vals[:, c], 4) * sign, minlength=size)
-    acc = diff.reshape(3, nf, hf + 1, wf + 1).cumsum(2).cumsum(3)[:, :, :hf, :wf]
-    acc = acc.reshape(3, nf, hm, k, wm, k).sum((3, 5))  # [3, nf, hm, wm]
+    x0 = np.clip(np.floor((v["x"] - v["bw"] / 2) / fine), 0, wf).astype(np.int64)
+    x1 = np.clip(np.ceil((v["x"] + v["bw"] / 2) / fine), 0, wf).astype(np.int64)
+    y0 = np.clip(np.floor((v["y"] - v["bh"] / 2) / fine), 0, hf).astype(np.int64)
+    y1 = np.clip(np.ceil((v["y"] + v["bh"] / 2) / fine), 0, hf).astype(np.int64)
+    nx, ny = x1 - x0, y1 - y0
+    counts = nx * ny
+    owner = np.repeat(np.arange(len(counts)), counts)  # one entry per (vector, covered fine cell)
+    local = np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    cx = x0[owner] + local % nx[owner]
+    cy = y0[owner] + local // nx[owner]
+    cell = (v["f"][owner] * hf + cy) * wf + cx
+    size = nf * hf * wf
+    acc = np.stack([np.bincount(cell, weights=disp[owner, 0], minlength=size),
+                    np.bincount(cell, weights=disp[owner, 1], minlength=size),
+                    np.bincount(cell, minlength=size).astype(np.float64)])
+    if k > 1:
+        acc = acc.reshape(3, nf, hm, k, wm, k).sum((3, 5))
+    acc = acc.reshape(3, nf, hm, wm)
     count = acc[2]
-    covered = count > 0.5
+    covered = count > 0
     flow = np.zeros((nf, hm, wm, 2), np.float32)
-    flow[covered] = (acc[:2][:, covered] / count[covered]).T
+    flow[covered] = (acc[:2, covered] / count[covered]).T
     return flow, covered
 
 
