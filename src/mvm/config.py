@@ -101,6 +101,9 @@ class TrainConfig:
     bf16: bool = False
     """bf16 autocast (pays on CPU too: ~3x the fp32 matmul rate here)."""
     device: str = "auto"
+    """auto (this rank's GPU if any, else CPU), cpu, cuda, cuda:N."""
+    parallel: str = "ddp"
+    """Under torchrun: ddp (replicated weights) or fsdp (FSDP2 ``fully_shard``, sharded weights)."""
     log_every: int = 10
     ckpt_every: int = 200
     keep_ckpts: int = 2
@@ -294,6 +297,7 @@ def validate(cfg: Config) -> None:
     need(o.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {o.warmup_steps}")
     need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", f"need two values in [0, 1), got {o.betas}")
     need(o.clip_grad >= 0, "optim.clip_grad", f"must be >= 0, got {o.clip_grad}")
+    need(t.parallel in ("ddp", "fsdp"), "train.parallel", f"must be ddp or fsdp, got '{t.parallel}'")
     need(t.steps >= 1, "train.steps", f"must be >= 1, got {t.steps}")
     need(t.target in ("norm_pix", "pixel"), "train.target", f"must be norm_pix or pixel, got '{t.target}'")
     need(t.ckpt_every >= 1, "train.ckpt_every", f"must be >= 1, got {t.ckpt_every}")

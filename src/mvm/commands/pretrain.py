@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -48,14 +49,17 @@ def run(args: argparse.Namespace) -> int:
         overrides.insert(0, f"train.out={_default_out(args.resume)}")  # before --set, which may name one
     cfg = load_config(args.config or DEFAULT_PRESET, overrides)  # refuses bad configs before any work
 
-    bar = tqdm(total=cfg.train.steps, desc="pretrain", unit="step", dynamic_ncols=True, file=sys.stderr)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
+    bar = tqdm(total=cfg.train.steps, desc="pretrain", unit="step", dynamic_ncols=True, file=sys.stderr,
+               disable=not main_rank)
 
     def progress(step: int, total: int, row: dict) -> None:
         bar.n = step
         bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.1e}", clips_s=f"{row['clips_per_s']:.1f}")
         bar.refresh()
 
-    print(f"run folder: {cfg.train.out}", file=sys.stderr)
+    if main_rank:
+        print(f"run folder: {cfg.train.out}", file=sys.stderr)
     try:
         summary = run_pretrain(cfg, resume=args.resume, progress=progress)
     except (CheckpointError, TooMuchBadData, TooManyNonFinite) as e:
@@ -63,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"mvm pretrain: {e}", file=sys.stderr)
         return 1
     bar.close()
+    if not main_rank:
+        return 0
     if args.json:
         print(json.dumps(summary, indent=1))
         return 0

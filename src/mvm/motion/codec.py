@@ -202,39 +202,48 @@ def _paint(v: dict[str, np.ndarray], disp: np.ndarray, nf: int, h: int, w: int,
            block: int) -> tuple[np.ndarray, np.ndarray]:
     """Area-weighted mean of the block vectors over each grid cell.
 
-    Every vector is spread over the cells of a fine grid (4 px, H.264's smallest partition, or
-    a divisor of ``block``) that its block covers, summed with one ``bincount`` per channel,
-    then pooled into ``block`` cells.
+    Every vector is spread over the cells of a painting grid that its block covers, summed with
+    one ``bincount`` per channel, then pooled (or repeated) into ``block`` cells. The painting
+    grid is 8 px when every block edge lies on it (FFmpeg exports H.264 partitions of 8 and 16
+    px), else 4 px (H.264's smallest partition), else the largest divisor of ``block`` dividing 4.
 
     Returns:
         flow ``[nf, Hm, Wm, 2]`` and covered ``[nf, Hm, Wm]`` (cells any vector reached).
     """
     hm, wm = grid_shape(h, w, block)
-    fine = math.gcd(block, 4)
-    k = block // fine
-    hf, wf = hm * k, wm * k
-    x0 = np.clip(np.floor((v["x"] - v["bw"] / 2) / fine), 0, wf).astype(np.int64)
-    x1 = np.clip(np.ceil((v["x"] + v["bw"] / 2) / fine), 0, wf).astype(np.int64)
-    y0 = np.clip(np.floor((v["y"] - v["bh"] / 2) / fine), 0, hf).astype(np.int64)
-    y1 = np.clip(np.ceil((v["y"] + v["bh"] / 2) / fine), 0, hf).astype(np.int64)
+    left, top = v["x"] - v["bw"] / 2, v["y"] - v["bh"] / 2
+    on8 = all(not np.any(a % 8) for a in (left, top, v["bw"], v["bh"]))
+    unit = 8 if on8 else 4
+    if block % unit == 0 or unit % block == 0:
+        fine = unit
+    else:
+        fine = math.gcd(block, 4)
+    k = max(1, block // fine)  # fine cells per output cell (pooling)
+    r = max(1, fine // block)  # output cells per fine cell (repeating)
+    hf, wf = -(-hm // r) * k, -(-wm // r) * k
+    x0 = np.clip(np.floor(left / fine), 0, wf).astype(np.int64)
+    x1 = np.clip(np.ceil((left + v["bw"]) / fine), 0, wf).astype(np.int64)
+    y0 = np.clip(np.floor(top / fine), 0, hf).astype(np.int64)
+    y1 = np.clip(np.ceil((top + v["bh"]) / fine), 0, hf).astype(np.int64)
     nx, ny = x1 - x0, y1 - y0
     counts = nx * ny
     owner = np.repeat(np.arange(len(counts)), counts)  # one entry per (vector, covered fine cell)
     local = np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    cx = x0[owner] + local % nx[owner]
-    cy = y0[owner] + local // nx[owner]
-    cell = (v["f"][owner] * hf + cy) * wf + cx
+    nxo = nx[owner]
+    cell = (v["f"][owner] * hf + y0[owner] + local // nxo) * wf + x0[owner] + local % nxo
     size = nf * hf * wf
     acc = np.stack([np.bincount(cell, weights=disp[owner, 0], minlength=size),
                     np.bincount(cell, weights=disp[owner, 1], minlength=size),
-                    np.bincount(cell, minlength=size).astype(np.float64)])
+                    np.bincount(cell, minlength=size).astype(np.float64)]).reshape(3, nf, hf, wf)
     if k > 1:
-        acc = acc.reshape(3, nf, hm, k, wm, k).sum((3, 5))
-    acc = acc.reshape(3, nf, hm, wm)
+        acc = acc.reshape(3, nf, hf // k, k, wf // k, k).sum((3, 5))
     count = acc[2]
     covered = count > 0
-    flow = np.zeros((nf, hm, wm, 2), np.float32)
+    flow = np.zeros((nf, *count.shape[1:], 2), np.float32)
     flow[covered] = (acc[:2, covered] / count[covered]).T
+    if r > 1:
+        flow = flow.repeat(r, 1).repeat(r, 2)[:, :hm, :wm]
+        covered = covered.repeat(r, 1).repeat(r, 2)[:, :hm, :wm]
     return flow, covered
 
 

@@ -129,13 +129,17 @@ def clip_motion(field: MotionField, indices: np.ndarray) -> np.ndarray:
     idx = np.clip(np.asarray(indices, dtype=np.int64).reshape(-1), 0, field.num_frames - 1)
     if idx.size == 0:
         raise ValueError("clip_motion needs at least one frame index")
-    # cum[i] = sum of flow[1..i]; flow[0] (no previous frame) never enters a difference.
-    cum = np.cumsum(field.flow, axis=0, dtype=np.float64)
-    out = np.empty((idx.size, *field.flow.shape[1:]), np.float32)
-    out[1:] = cum[idx[1:]] - cum[idx[:-1]]
     stride = int(idx[1] - idx[0]) if idx.size > 1 else 1
-    if 0 <= idx[0] - stride < field.num_frames:
-        out[0] = cum[idx[0]] - cum[idx[0] - stride]
+    first = idx[0] - stride if 0 <= idx[0] - stride < field.num_frames else None
+    # Running sum over just the frames the clip spans: cum[i - lo] = sum of flow[lo+1 .. i].
+    lo = int(min(idx.min(), first if first is not None else idx.min()))
+    hi = int(idx.max())
+    cum = np.cumsum(field.flow[lo:hi + 1], axis=0, dtype=np.float64)
+    cum -= cum[0]
+    out = np.empty((idx.size, *field.flow.shape[1:]), np.float32)
+    out[1:] = cum[idx[1:] - lo] - cum[idx[:-1] - lo]
+    if first is not None:
+        out[0] = cum[idx[0] - lo] - cum[first - lo]
     elif idx.size > 1:
         out[0] = out[1]
     else:

@@ -37,16 +37,20 @@ def _fsync_dir(path: Path) -> None:
         pass
 
 
-def save_checkpoint(run_dir: str | os.PathLike, step: int, model: nn.Module, state: dict[str, Any],
-                    meta: dict[str, Any], keep: int = 2) -> Path:
-    """Write ``run_dir/ckpt-{step:07d}`` atomically and prune all but the newest ``keep``."""
+def save_checkpoint(run_dir: str | os.PathLike, step: int, model: nn.Module | dict[str, torch.Tensor],
+                    state: dict[str, Any], meta: dict[str, Any], keep: int = 2) -> Path:
+    """Write ``run_dir/ckpt-{step:07d}`` atomically and prune all but the newest ``keep``.
+
+    ``model`` is a module or an already gathered full state dict (FSDP).
+    """
     run_dir = Path(run_dir)
     final = run_dir / f"ckpt-{step:07d}"
     tmp = run_dir / f".tmp-ckpt-{step:07d}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    sd = model if isinstance(model, dict) else model.state_dict()
+    weights = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
     save_file(weights, str(tmp / "model.safetensors"))
     _maybe_fault(step)
     torch.save(state, tmp / "state.pt")
@@ -95,15 +99,27 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return None
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
-    """Load safetensors weights into ``model``, refusing any shape or key mismatch with both sides shown."""
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The safetensors weights of a checkpoint folder or file."""
     path = Path(path)
     if path.is_dir():
         path = path / "model.safetensors"
     try:
-        weights = load_file(str(path))
+        return load_file(str(path))
     except Exception as e:  # safetensors raises its own error types
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load safetensors weights into ``model``, refusing any shape or key mismatch with both sides shown."""
+    weights = read_weights(path)
+    check_weights(model, weights, path)
+    model.load_state_dict(weights)
+    return weights
+
+
+def check_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Raise :class:`CheckpointError` listing missing, unexpected and mis-shaped keys."""
     own = model.state_dict()
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
@@ -118,7 +134,6 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
         if unexpected:
             lines.append(f"  not in model: {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
         raise CheckpointError("\n".join(lines))
-    model.load_state_dict(weights)
 
 
 def load_state(ckpt: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:

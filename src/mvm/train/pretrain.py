@@ -12,7 +12,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from mvm.grid import TokenGrid
 from mvm.masking.base import mask_to_indices
 from mvm.targets import masked_mse, norm_pix_target, pixel_target
 from mvm.train import checkpoint as ckpt_io
+from mvm.train import distributed as dist
 from mvm.train.guard import BadDataTracker, NonFiniteGuard, StopSignal
 from mvm.train.metrics import MetricLogger
 from mvm.train.optim import lr_at, param_groups, set_lr
@@ -37,19 +37,6 @@ LossHook = Callable[[int, torch.Tensor], torch.Tensor]
 
 # Config fields that must agree between a checkpoint and the run resuming it.
 _MUST_MATCH = ("model.name", "model.tubelet", "model.patch", "data.frames", "data.size", "train.target")
-
-
-@dataclass
-class Batch:
-    video: torch.Tensor  # [B, C, T, H, W]
-    visible_idx: torch.Tensor  # [B, Nv]
-    decode_idx: torch.Tensor  # [B, Nd]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def prepare_data_paths(cfg: Config) -> None:
@@ -75,7 +62,8 @@ def build_model(cfg: Config) -> torch.nn.Module:
                      drop_path=cfg.model.drop_path)
 
 
-def build_loader(cfg: Config, grid: TokenGrid, start_sample: int) -> tuple[Any, DataLoader]:
+def build_loader(cfg: Config, grid: TokenGrid, start_sample: int,
+                 info: dist.DistInfo | None = None) -> tuple[Any, DataLoader]:
     from mvm.data.datasets import EpochSampler, VideoDataset
     from mvm.masking import build_masks
     from mvm.masking.collate import MaskCollator
@@ -84,7 +72,8 @@ def build_loader(cfg: Config, grid: TokenGrid, start_sample: int) -> tuple[Any, 
                            with_motion=cfg.data.motion != "none")
     encoder_mask, decoder_mask = build_masks(cfg.mask)
     collate = MaskCollator(grid, encoder_mask, decoder_mask, seed=cfg.train.seed)
-    sampler = EpochSampler(len(dataset), seed=cfg.train.seed, shuffle=True, start=start_sample)
+    sampler = dist.RankSampler(EpochSampler(len(dataset), seed=cfg.train.seed, shuffle=True, start=start_sample),
+                               info or dist.DistInfo())
     loader = DataLoader(dataset, batch_size=cfg.optim.batch_size, sampler=sampler,
                         num_workers=cfg.data.workers, collate_fn=collate,
                         persistent_workers=cfg.data.workers > 0, prefetch_factor=4 if cfg.data.workers else None)
@@ -105,9 +94,11 @@ def _check_resume(cfg: Config, meta: dict, ckpt: Path) -> None:
 
 def run_pretrain(cfg: Config, resume: bool = False, progress: Progress | None = None,
                  loss_hook: LossHook | None = None) -> dict[str, Any]:
-    """Pretrain per ``cfg``; returns the run summary (also written to ``summary.json``)."""
+    """Pretrain per ``cfg``; returns the run summary (also written to ``summary.json``).
+
+    Under torchrun every rank calls this; rank 0 writes checkpoints, metrics, pictures and the summary.
+    """
     run_dir = Path(cfg.train.out)
-    start_step = 0
     existing = ckpt_io.latest_checkpoint(run_dir)
     if existing is not None and not resume:
         raise ckpt_io.CheckpointError(
@@ -115,43 +106,58 @@ def run_pretrain(cfg: Config, resume: bool = False, progress: Progress | None = 
             "or choose another --out folder")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    info, device = dist.init_distributed(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
-    prepare_data_paths(cfg)
-    device = resolve_device(cfg.train.device)
+    if info.is_main:
+        prepare_data_paths(cfg)
+    dist.barrier(info)
+    prepare_data_paths(cfg)  # the other ranks only read the paths rank 0 made sure of
     grid = TokenGrid.from_clip(cfg.data.frames, cfg.data.size, cfg.model.tubelet, cfg.model.patch)
     model = build_model(cfg).to(device)
     accum, bs = cfg.optim.accum_steps, cfg.optim.batch_size
-    peak_lr = cfg.optim.base_lr * bs * accum / 256
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=peak_lr,
-                                  betas=tuple(cfg.optim.betas))
+    clips_per_step = bs * accum * info.world
+    peak_lr = cfg.optim.base_lr * clips_per_step / 256
     bad = BadDataTracker(cfg.data.max_bad_fraction)
     guard = NonFiniteGuard(cfg.train.max_nonfinite)
+    start_step, resumed = 0, None
     if resume and existing is not None:
         state, meta = ckpt_io.load_state(existing)
         _check_resume(cfg, meta, existing)
-        ckpt_io.load_weights(model, existing)
-        optimizer.load_state_dict(state["optimizer"])
+        weights = ckpt_io.read_weights(existing)
+        ckpt_io.check_weights(model, weights, existing)
         torch.set_rng_state(state["torch_rng"])
         bad.load_state_dict(state.get("bad_data", {}))
         guard.skipped = int(state.get("skipped_steps", 0))
-        start_step = int(meta["step"])
+        start_step, resumed = int(meta["step"]), (weights, state["optimizer"])
         log.info("resuming %s from step %d", existing, start_step)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.toml").write_text(to_toml(cfg))
-    metrics = MetricLogger(run_dir)
-    metrics.truncate_after(start_step)
-    _, loader = build_loader(cfg, grid, start_sample=start_step * bs * accum)
+    model = dist.wrap_model(model, info, cfg.train.parallel, device)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay), lr=peak_lr,
+                                  betas=tuple(cfg.optim.betas))
+    if resumed is not None:
+        dist.load_full_state(model, optimizer, *resumed)
+    metrics = None
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.toml").write_text(to_toml(cfg))
+        metrics = MetricLogger(run_dir)
+        metrics.truncate_after(start_step)
+    _, loader = build_loader(cfg, grid, start_sample=start_step * clips_per_step, info=info)
     mean = torch.tensor(cfg.data.mean, device=device)
     std = torch.tensor(cfg.data.std, device=device)
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("model %s: %.1fM parameters, grid %s, %d tokens; peak lr %.2e on %s",
-             cfg.model.name, n_params / 1e6, grid.shape, grid.num_tokens, peak_lr, device)
+    log.info("model %s: %.1fM parameters, grid %s, %d tokens; peak lr %.2e; %d process(es) on %s",
+             cfg.model.name, n_params / 1e6, grid.shape, grid.num_tokens, peak_lr, info.world, device)
 
-    def checkpoint(step: int) -> Path:
-        state = {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                 "bad_data": bad.state_dict(), "skipped_steps": guard.skipped}
-        return ckpt_io.save_checkpoint(run_dir, step, model, state, {"config": cfg.to_dict()},
-                                       keep=cfg.train.keep_ckpts)
+    def checkpoint(step: int) -> tuple[Path | None, dict[str, torch.Tensor]]:
+        model_sd, optim_sd = dist.full_state(model, optimizer)  # collective under FSDP
+        path = None
+        if info.is_main:
+            state = {"optimizer": optim_sd, "torch_rng": torch.get_rng_state(),
+                     "bad_data": bad.state_dict(), "skipped_steps": guard.skipped}
+            path = ckpt_io.save_checkpoint(run_dir, step, model_sd, state, {"config": cfg.to_dict()},
+                                           keep=cfg.train.keep_ckpts)
+        dist.barrier(info)
+        return path, model_sd
 
     batches = iter(loader)
     step = start_step
@@ -182,15 +188,17 @@ def run_pretrain(cfg: Config, resume: bool = False, progress: Progress | None = 
                     loss = loss_hook(step, loss)
                 (loss / accum).backward()
                 total += loss.detach() / accum
-                clips_since += video.shape[0]
+                clips_since += video.shape[0] * info.world
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 model.parameters(), cfg.optim.clip_grad if cfg.optim.clip_grad > 0 else float("inf"))
+            grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+            total = dist.all_mean(total, info)
             finite = bool(torch.isfinite(total)) and bool(torch.isfinite(grad_norm))
             if guard.ok(step, finite):
                 optimizer.step()
                 last_loss = float(total)
             step += 1
-            if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+            if metrics is not None and (step % cfg.train.log_every == 0 or step == cfg.train.steps):
                 dt = time.perf_counter() - t_log
                 row = {"loss": last_loss, "lr": lr, "grad_norm": float(grad_norm),
                        "clips_per_s": clips_since / max(dt, 1e-9), "skipped_steps": guard.skipped,
@@ -199,21 +207,27 @@ def run_pretrain(cfg: Config, resume: bool = False, progress: Progress | None = 
                 if progress is not None:
                     progress(step, cfg.train.steps, row)
                 t_log, clips_since = time.perf_counter(), 0
-            if stop.received is not None:
-                stopped_by = "SIGTERM" if stop.received == 15 else "SIGINT"
+            if dist.any_flag(stop.received is not None, info, device):
+                stopped_by = {None: "peer", 15: "SIGTERM"}.get(stop.received, "SIGINT")
                 checkpoint(step)
                 break
             if step % cfg.train.ckpt_every == 0 and step < cfg.train.steps:
                 checkpoint(step)
     del batches, loader  # stop workers before the probe starts its own
-    final = checkpoint(step)
-    metrics.close()
+    final, model_sd = checkpoint(step)
     summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": step, "final_loss": last_loss,
-                               "stopped_by": stopped_by, "checkpoint": str(final),
+                               "stopped_by": stopped_by, "checkpoint": str(final), "processes": info.world,
                                "skipped_steps": guard.skipped, **bad.summary()}
-    if stopped_by is None:
-        summary.update(_finish(cfg, model, grid, run_dir, device))
-    _write_summary(run_dir, summary)
+    if info.is_main:
+        metrics.close()
+        if stopped_by is None:
+            # A plain (unwrapped, unsharded) copy for pictures and probes, whatever the parallelism.
+            plain = build_model(cfg).to(device)
+            plain.load_state_dict(model_sd)
+            summary.update(_finish(cfg, plain, grid, run_dir, device))
+        _write_summary(run_dir, summary)
+    dist.barrier(info)
+    dist.shutdown(info)
     return summary
 
 

@@ -1,0 +1,126 @@
+"""Multi-process training through torchrun: DDP or FSDP2, one code path with single-process runs.
+
+torchrun sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; without them everything here is a no-op.
+The backend is NCCL on GPUs and gloo on CPUs, so ``torchrun --nproc_per_node=2 -m mvm.cli pretrain``
+works on a laptop as well as on a cluster (``--nnodes`` with a c10d rendezvous for several nodes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import Sampler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
+    """Join the process group torchrun describes (if any) and pick this rank's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    info = DistInfo(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+    use_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        device = torch.device("cuda", info.local_rank) if device_name in ("auto", "cuda") else torch.device(device_name)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu" if device_name == "auto" else device_name)
+    if info.enabled and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        log.info("rank %d of %d on %s", info.rank, info.world, device)
+    return info, device
+
+
+def wrap_model(model: nn.Module, info: DistInfo, mode: str, device: torch.device) -> nn.Module:
+    """DDP or FSDP2 (``fully_shard`` per transformer block, then the root) when distributed."""
+    if not info.enabled:
+        return model
+    if mode == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for module in model.modules():
+            if type(module).__name__ == "Block":
+                fully_shard(module)
+        fully_shard(model)
+        return model
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+class RankSampler(Sampler[int]):
+    """Every ``world``-th index of a global sampler, from ``rank``: ranks share one global order, so a
+    global batch is the same set of clips whatever the number of processes."""
+
+    def __init__(self, inner: Sampler[int], info: DistInfo) -> None:
+        self.inner, self.info = inner, info
+
+    def __iter__(self) -> Iterator[int]:
+        for i, idx in enumerate(self.inner):
+            if i % self.info.world == self.info.rank:
+                yield idx
+
+
+def all_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if info.enabled:
+        x = x.clone()
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+        x /= info.world
+    return x
+
+
+def any_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True on every rank if it is True on one (stop signals must stop all ranks at the same step)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Full (unsharded) model and optimiser state on CPU; collective under FSDP, so every rank calls it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=dist.is_initialized())
+    return get_state_dict(model, optimizer, options=opts)
+
+
+def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer, model_sd: dict, optim_sd: dict) -> None:
+    """Inverse of :func:`full_state`, every rank passing the same full dicts."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd,
+                   options=StateDictOptions(full_state_dict=True))
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def shutdown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
