@@ -37,7 +37,8 @@ def _torchrun(synth: Path, out: Path, mode: str) -> subprocess.CompletedProcess:
     sets = [f"data.train={synth / 'train.csv'}", f"data.val={synth / 'val.csv'}", "data.frames=8",
             "data.size=32", "data.workers=0", "model.patch=8", "optim.batch_size=2", "train.steps=4",
             f"train.out={out}", f"train.parallel={mode}", "train.probe=false"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--rdzv-backend=c10d",
+           "--rdzv-endpoint=127.0.0.1:0",
            "-m", "mvm.cli", "pretrain", "--config", "tiny-synthetic"]
     for s in sets:
         cmd += ["--set", s]

@@ -72,7 +72,7 @@ def linear_probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: 
 
 def probe_loaders(cfg: Config, grid: TokenGrid) -> tuple[DataLoader, DataLoader]:
     """Evaluation loaders (centre clip, centre crop, no motion) over the train and val lists."""
-    from mvm.data.datasets import VideoDataset
+    from mvm.data.datasets import VideoDataset, collate_items
 
     data = copy.deepcopy(cfg.data)
     data.motion = "none"
@@ -80,7 +80,7 @@ def probe_loaders(cfg: Config, grid: TokenGrid) -> tuple[DataLoader, DataLoader]
     def loader(source: str) -> DataLoader:
         ds = VideoDataset(source, grid, data, train=False, seed=cfg.train.seed, with_motion=False)
         return DataLoader(ds, batch_size=max(cfg.optim.batch_size, 16), shuffle=False,
-                          num_workers=cfg.data.workers)
+                          num_workers=cfg.data.workers, collate_fn=collate_items)
 
     return loader(cfg.data.train), loader(cfg.data.val)
 

@@ -50,7 +50,7 @@ def prepare_data_paths(cfg: Config) -> None:
     if not (root / "train.csv").is_file() or not (root / "val.csv").is_file():
         log.info("generating the synthetic motion set in %s", root)
         make_synthetic(root, clips=s.clips, val_clips=s.val_clips, frames=s.frames, size=s.size,
-                       seed=s.seed, gop=s.gop, bframes=s.bframes, refs=s.refs)
+                       seed=s.seed, gop=s.gop, bframes=s.bframes, refs=s.refs, workers=max(1, cfg.data.workers))
     cfg.data.train = str(root / "train.csv")
     cfg.data.val = cfg.data.val or str(root / "val.csv")
 
@@ -141,7 +141,7 @@ def run_pretrain(cfg: Config, resume: bool = False, progress: Progress | None = 
         (run_dir / "config.toml").write_text(to_toml(cfg))
         metrics = MetricLogger(run_dir)
         metrics.truncate_after(start_step)
-    _, loader = build_loader(cfg, grid, start_sample=start_step * clips_per_step, info=info)
+    dataset, loader = build_loader(cfg, grid, start_sample=start_step * clips_per_step, info=info)
     mean = torch.tensor(cfg.data.mean, device=device)
     std = torch.tensor(cfg.data.std, device=device)
     n_params = sum(p.numel() for p in model.parameters())
@@ -217,7 +217,8 @@ def run_pretrain(cfg: Config, resume: bool = False, progress: Progress | None = 
     final, model_sd = checkpoint(step)
     summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": step, "final_loss": last_loss,
                                "stopped_by": stopped_by, "checkpoint": str(final), "processes": info.world,
-                               "skipped_steps": guard.skipped, **bad.summary()}
+                               "skipped_steps": guard.skipped, **bad.summary(),
+                               "malformed_lines": len(dataset.malformed_lines)}
     if info.is_main:
         metrics.close()
         if stopped_by is None:
