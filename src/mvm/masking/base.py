@@ -45,6 +45,8 @@ class MaskStrategy(ABC):
 
     #: "encoder" or "decoder"
     role: str = "encoder"
+    #: True when ``sample`` reads ``context.motion``; the data loader skips motion otherwise.
+    needs_motion: bool = False
 
     def __init__(self, ratio: float) -> None:
         if not 0.0 < ratio < 1.0 and not (self.role == "decoder" and ratio == 1.0):

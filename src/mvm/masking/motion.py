@@ -188,6 +188,8 @@ class MotionGuidedMask(RegionMask):
         fallbacks: samples so far that had no motion and got an SMM rectangle instead.
     """
 
+    needs_motion = True
+
     default_max_step = 2
 
     def __init__(self, ratio: float, motion_share: float = 0.5, aspect: tuple[float, float] = (0.5, 2.0),

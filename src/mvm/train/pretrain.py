@@ -68,9 +68,11 @@ def build_loader(cfg: Config, grid: TokenGrid, start_sample: int,
     from mvm.masking import build_masks
     from mvm.masking.collate import MaskCollator
 
-    dataset = VideoDataset(cfg.data.train, grid, cfg.data, train=True, seed=cfg.train.seed,
-                           with_motion=cfg.data.motion != "none")
     encoder_mask, decoder_mask = build_masks(cfg.mask)
+    # Motion costs decode time; read it only for strategies that look at it.
+    with_motion = cfg.data.motion != "none" and (encoder_mask.needs_motion or decoder_mask.needs_motion)
+    dataset = VideoDataset(cfg.data.train, grid, cfg.data, train=True, seed=cfg.train.seed,
+                           with_motion=with_motion)
     collate = MaskCollator(grid, encoder_mask, decoder_mask, seed=cfg.train.seed)
     sampler = dist.RankSampler(EpochSampler(len(dataset), seed=cfg.train.seed, shuffle=True, start=start_sample),
                                info or dist.DistInfo())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -55,10 +54,9 @@ def plot_reconstructions(cfg: Config, model: torch.nn.Module, grid: TokenGrid, o
     from mvm.masking import build_masks
     from mvm.masking.collate import MaskCollator
 
-    data = copy.deepcopy(cfg.data)
-    ds = VideoDataset(cfg.data.val or cfg.data.train, grid, data, train=False, seed=cfg.train.seed,
-                      with_motion=cfg.data.motion != "none")
     enc, dec = build_masks(cfg.mask)
+    ds = VideoDataset(cfg.data.val or cfg.data.train, grid, cfg.data, train=False, seed=cfg.train.seed,
+                      with_motion=cfg.data.motion != "none" and (enc.needs_motion or dec.needs_motion))
     batch = MaskCollator(grid, enc, dec, seed=cfg.train.seed)([ds[i] for i in range(min(clips, len(ds)))])
     mean = torch.tensor(cfg.data.mean, device=device)
     std = torch.tensor(cfg.data.std, device=device)
