@@ -81,7 +81,10 @@ def plot_reconstructions(cfg: Config, model: torch.nn.Module, grid: TokenGrid, o
             if r == 0:
                 ax.set_title(f"frame {t}", fontsize=7)
     ratio = float(batch["encoder_mask"].float().mean())
-    fig.suptitle(f"{cfg.mask.encoder} masking, {ratio:.0%} of tokens hidden", fontsize=9)
+    note = ("; reconstruction = predicted normalised cubes shown with each cube's true mean and std"
+            " (VideoMAE's visualisation), so colours and blob positions come partly from the data"
+            if cfg.train.target == "norm_pix" else "")
+    fig.suptitle(f"{cfg.mask.encoder} masking, {ratio:.0%} of tokens hidden{note}", fontsize=8, wrap=True)
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
