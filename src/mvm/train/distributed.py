@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Sampler
 
 log = logging.getLogger(__name__)
 
@@ -68,19 +66,6 @@ def wrap_model(model: nn.Module, info: DistInfo, mode: str, device: torch.device
 
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-class RankSampler(Sampler[int]):
-    """Every ``world``-th index of a global sampler, from ``rank``: ranks share one global order, so a
-    global batch is the same set of clips whatever the number of processes."""
-
-    def __init__(self, inner: Sampler[int], info: DistInfo) -> None:
-        self.inner, self.info = inner, info
-
-    def __iter__(self) -> Iterator[int]:
-        for i, idx in enumerate(self.inner):
-            if i % self.info.world == self.info.rank:
-                yield idx
 
 
 def all_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:

@@ -74,8 +74,11 @@ def build_loader(cfg: Config, grid: TokenGrid, start_sample: int,
     dataset = VideoDataset(cfg.data.train, grid, cfg.data, train=True, seed=cfg.train.seed,
                            with_motion=with_motion)
     collate = MaskCollator(grid, encoder_mask, decoder_mask, seed=cfg.train.seed)
-    sampler = dist.RankSampler(EpochSampler(len(dataset), seed=cfg.train.seed, shuffle=True, start=start_sample),
-                               info or dist.DistInfo())
+    info = info or dist.DistInfo()
+    # One global order; each rank takes every world-th position, so a global batch is the same
+    # clips whatever the number of processes.
+    sampler = EpochSampler(len(dataset), seed=cfg.train.seed, shuffle=True, start=start_sample,
+                           num_replicas=info.world, rank=info.rank)
     loader = DataLoader(dataset, batch_size=cfg.optim.batch_size, sampler=sampler,
                         num_workers=cfg.data.workers, collate_fn=collate,
                         persistent_workers=cfg.data.workers > 0, prefetch_factor=4 if cfg.data.workers else None)
