@@ -27,6 +27,10 @@ def test_overrides_are_typed():
     ("data.flip=maybe", "data.flip"),
     ("data.motion=optical", "data.motion"),
     ("optim.batch_size=0", "optim.batch_size"),
+    ("train.motion_weight=-1", "train.motion_weight"),
+    ("train.motion_scale=0", "train.motion_scale"),
+    ("data.motion=none", "train.motion_weight"),  # the preset's motion target needs motion
+    ("data.cache_mb=-5", "data.cache_mb"),
 ])
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -161,3 +161,26 @@ def test_motion_items_are_on_the_token_grid(videos):
         assert torch.isfinite(item["motion"]).all()
     off = VideoDataset(entries, GRID, _cfg(motion="auto"), train=True, with_motion=False)[0]
     assert not off["motion"].any()
+
+
+def test_decode_cache_gives_identical_items_and_respects_its_budget(videos):
+    from mvm.data.cache import DecodeCache
+
+    entries = [(str(videos / f"v{i}.mp4"), i) for i in range(4)]
+    plain = VideoDataset(entries, GRID, _cfg(), train=True, seed=2)
+    for motion in ("none", "auto"):
+        cached = VideoDataset(entries, GRID, _cfg(motion=motion, cache_mb=64), train=True, seed=2)
+        for i in (0, 1, 4, 5, 9):  # indices 4, 5, 9 revisit files 0, 1: cache hits
+            b = cached[i]
+            cold = VideoDataset(entries, GRID, _cfg(motion=motion, cache_mb=64), train=True, seed=2)[i]
+            assert torch.equal(cold["video"], b["video"]) and torch.equal(cold["motion"], b["motion"])
+            # pixels never depend on the cache (motion may: a whole decode can find codec vectors
+            # that a partial one never reaches, and "auto" then prefers them)
+            assert torch.equal(plain[i]["video"], b["video"])
+        assert cached.cache.hits == 3 and cached.cache.misses == 2 and len(cached.cache) == 2
+    # one 12x40x48 video is 69 KB of frames: a 0.1 MB budget holds one, the older one leaves
+    small = VideoDataset(entries, GRID, _cfg(cache_mb=0.1), train=True, seed=2)
+    small[0], small[1], small[4]
+    assert len(small.cache) == 1 and small.cache.used <= small.cache.budget and small.cache.misses == 3
+    with pytest.raises(ValueError, match="budget"):
+        DecodeCache(0)

@@ -299,3 +299,26 @@ def test_bare_encoder_and_in_memory_export(record_property) -> None:
     err = rel_err(mae(video, mask_to_indices(~mask), mask_to_indices(mask)),
                   hf(video.transpose(1, 2), bool_masked_pos=mask).logits)
     assert err < 1e-4
+
+
+@torch.no_grad()
+def test_motion_head_travels_with_mvm_and_original_weights(tmp_path: Path) -> None:
+    """A model pretrained with the codec-motion target keeps its head in mvm and .pth files (read off
+    shapes when no spec is stored); transformers has no such head, so export leaves it out."""
+    mae = randomise(build_mae("tiny", patch=16, dim=64, depth=1, heads=2, decoder_dim=32, decoder_heads=2,
+                              decoder_depth=1, motion_dim=2), 9)
+    assert spec_from_model(mae).motion_dim == 2
+    video = torch.randn(1, 3, 4, 32, 32)
+    vis, dec = torch.tensor([[1, 6]]), torch.tensor([[0, 2, 3]])
+    ref_pix, ref_motion = mae(video, vis, dec, with_motion=True)
+    for back in (load_model(save_mvm(mae, tmp_path / "m.safetensors")),
+                 load_model(save_original(mae, tmp_path / "m.pth"))):
+        pix, motion = back(video, vis, dec, with_motion=True)
+        assert torch.equal(pix, ref_pix) and torch.equal(motion, ref_motion)
+    from mvm.train.checkpoint import save_checkpoint  # no spec in a training checkpoint: inferred
+
+    ckpt = save_checkpoint(tmp_path / "run", 3, mae, {}, {"config": {"model": {"name": "tiny"}}})
+    assert load_model(ckpt, heads=2, decoder_heads=2).motion_head.weight.shape == (2, 64)
+    export_transformers(mae, tmp_path / "hf", frames=4, size=32)
+    hf, info = transformers.VideoMAEForPreTraining.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info

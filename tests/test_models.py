@@ -178,3 +178,19 @@ def test_classifier_layout_and_backward() -> None:
     assert logits.shape == (3, 5)
     torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 4])).backward()
     assert torch.isfinite(clf.head.weight.grad).all()
+
+
+def test_motion_head_predicts_one_row_per_visible_token() -> None:
+    torch.manual_seed(0)
+    model = build_mae("tiny", patch=16, depth=2, decoder_depth=1, motion_dim=2)
+    video = torch.randn(2, 3, 4, 32, 32)
+    visible_idx, decode_idx = _masks(2, 8, 5)
+    pred, motion = model(video, visible_idx, decode_idx, with_motion=True)
+    assert pred.shape == (2, 5, 1536) and motion.shape == (2, 3, 2)
+    # the flag only adds the head's output: pixels are the same either way
+    torch.testing.assert_close(model(video, visible_idx, decode_idx), pred)
+    motion.square().mean().backward()  # the motion loss trains the encoder, not the decoder
+    assert model.encoder.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert model.decoder.head.weight.grad is None
+    with pytest.raises(ValueError, match="motion_dim"):
+        build_mae("tiny", patch=16, depth=1, decoder_depth=1)(video, visible_idx, decode_idx, with_motion=True)

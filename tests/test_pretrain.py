@@ -50,6 +50,10 @@ def test_main_job_end_to_end(synth, tmp_path):
         assert (tmp_path / "run" / name).is_file(), name
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4, 5, 6]
+    # the preset trains the codec-motion head: both terms are logged and sum to the loss
+    last = json.loads(lines[-1])
+    assert last["loss"] == pytest.approx(last["recon_loss"] + last["motion_loss"], rel=1e-5)
+    assert summary["motion_loss"] > 0
     assert (tmp_path / "run" / "tb").is_dir()
     # a second run into the same folder without --resume is refused, nothing is overwritten
     with pytest.raises(Exception, match="--resume"):
@@ -148,3 +152,19 @@ def test_sigterm_writes_checkpoint_at_the_step_it_stopped(synth, tmp_path):
     assert summary["stopped_by"] == "SIGTERM" and 1 <= summary["steps"] < 400
     assert (out / f"ckpt-{summary['steps']:07d}").is_dir()
     assert "mvm pretrain --resume" in printed
+
+
+def test_synthetic_set_is_made_once_and_remade_when_the_config_changes(tmp_path):
+    from mvm.train.pretrain import prepare_data_paths
+
+    small = ["synth.clips=8", "synth.val_clips=8", "synth.frames=4", "synth.size=16", "data.workers=0",
+             f"data.synth_dir={tmp_path / 'synth'}"]
+    cfg = load_config("tiny-synthetic", small)
+    prepare_data_paths(cfg)
+    assert cfg.data.train.endswith("train.csv") and len(Path(cfg.data.train).read_text().splitlines()) == 8
+    stamp = Path(cfg.data.train).stat().st_mtime_ns
+    prepare_data_paths(load_config("tiny-synthetic", small))  # same arguments: reused as it is
+    assert Path(cfg.data.train).stat().st_mtime_ns == stamp
+    again = load_config("tiny-synthetic", [*small, "synth.clips=16"])
+    prepare_data_paths(again)
+    assert len(Path(again.data.train).read_text().splitlines()) == 16

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mvm.targets import masked_mse, norm_pix_target, pixel_target
+from mvm.targets import masked_mse, motion_target, norm_pix_target, pixel_target
 
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
@@ -68,3 +68,22 @@ def test_masked_mse_gradient_and_bad_shapes() -> None:
         masked_mse(torch.zeros(1, 3, 3), torch.ones(1, 4, 3), torch.tensor([[0, 3]]))
     with pytest.raises(ValueError, match="do not agree"):
         masked_mse(torch.zeros(1, 2, 4), torch.ones(1, 4, 3), torch.tensor([[0, 3]]))
+
+
+def test_motion_target_is_token_ordered_and_scaled() -> None:
+    motion = torch.zeros(2, 2, 3, 4, 2)
+    motion[1, 1, 2, 3] = torch.tensor([4.0, -2.0])  # last token (t=1, h=2, w=3) of the second clip
+    target = motion_target(motion, scale=2.0)
+    assert target.shape == (2, 24, 2) and target.dtype == torch.float32
+    assert torch.equal(target[1, 23], torch.tensor([2.0, -1.0]))
+    assert target[0].abs().sum() == 0 and target[1, :23].abs().sum() == 0
+    # the loss of the motion head: masked_mse over the visible tokens' rows
+    pred = torch.zeros(2, 1, 2)
+    assert masked_mse(pred, target, torch.tensor([[23], [23]])).item() == pytest.approx((2**2 + 1) / 4)
+
+
+def test_motion_target_refuses_bad_input() -> None:
+    with pytest.raises(ValueError, match="motion must be"):
+        motion_target(torch.zeros(2, 3, 4, 2))
+    with pytest.raises(ValueError, match="scale"):
+        motion_target(torch.zeros(1, 1, 1, 1, 2), scale=0.0)

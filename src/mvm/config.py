@@ -50,6 +50,9 @@ class DataConfig:
     """Motion source: auto (codec vectors, else estimated), codec, estimate, none."""
     workers: int = 2
     """DataLoader worker processes (0: load in the main process)."""
+    cache_mb: float = 0.0
+    """Per-process memory for decoded videos (``mvm.data.cache``): > 0 decodes each file once per
+    DataLoader worker and keeps it, for data sets that fit in RAM. 0: decode on every draw."""
     max_bad_fraction: float = 0.1
     """Stop the run when more than this share of the samples drawn so far failed to load."""
 
@@ -98,6 +101,12 @@ class TrainConfig:
     seed: int = 0
     target: str = "norm_pix"
     """Reconstruction target: norm_pix (VideoMAE) or pixel."""
+    motion_weight: float = 0.0
+    """Weight of the codec-motion target (ours): > 0 adds a linear head on the encoder that predicts
+    the motion of every visible token, read from the codec's motion vectors while decoding; the
+    loss is ``reconstruction + motion_weight * motion MSE``. 0: plain VideoMAE."""
+    motion_scale: float = 2.0
+    """Pixels per frame that count as 1 in the motion target (keeps it of order one)."""
     bf16: bool = False
     """bf16 autocast (pays on CPU too: ~3x the fp32 matmul rate here)."""
     device: str = "auto"
@@ -117,8 +126,10 @@ class TrainConfig:
 
 @dataclass
 class SynthConfig:
-    clips: int = 240
-    val_clips: int = 80
+    """The built-in synthetic motion set (`mvm synth`), generated when `data.train` is empty."""
+
+    clips: int = 800
+    val_clips: int = 160
     frames: int = 32
     size: int = 64
     seed: int = 0
@@ -284,6 +295,7 @@ def validate(cfg: Config) -> None:
     need(d.motion in ("auto", "codec", "estimate", "none"), "data.motion",
          f"must be auto, codec, estimate or none, got '{d.motion}'")
     need(d.num_classes >= 0, "data.num_classes", f"must be >= 0, got {d.num_classes}")
+    need(d.cache_mb >= 0, "data.cache_mb", f"must be >= 0, got {d.cache_mb}")
     need(d.workers >= 0, "data.workers", f"must be >= 0, got {d.workers}")
     need(0 <= d.max_bad_fraction <= 1, "data.max_bad_fraction", f"must be in [0, 1], got {d.max_bad_fraction}")
     need(0 < k.ratio < 1, "mask.ratio", f"must be in (0, 1), got {k.ratio}")
@@ -300,6 +312,10 @@ def validate(cfg: Config) -> None:
     need(t.parallel in ("ddp", "fsdp"), "train.parallel", f"must be ddp or fsdp, got '{t.parallel}'")
     need(t.steps >= 1, "train.steps", f"must be >= 1, got {t.steps}")
     need(t.target in ("norm_pix", "pixel"), "train.target", f"must be norm_pix or pixel, got '{t.target}'")
+    need(t.motion_weight >= 0, "train.motion_weight", f"must be >= 0, got {t.motion_weight}")
+    need(t.motion_scale > 0, "train.motion_scale", f"must be positive, got {t.motion_scale}")
+    need(t.motion_weight == 0 or d.motion != "none", "train.motion_weight",
+         "the motion target needs motion: set data.motion to auto, codec or estimate, or motion_weight to 0")
     need(t.ckpt_every >= 1, "train.ckpt_every", f"must be >= 1, got {t.ckpt_every}")
     need(t.log_every >= 1, "train.log_every", f"must be >= 1, got {t.log_every}")
     need(t.keep_ckpts >= 1, "train.keep_ckpts", f"must be >= 1, got {t.keep_ckpts}")

@@ -69,3 +69,18 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, decode_idx: torch.Tenso
                          f"{tuple(decode_idx.shape)} do not agree")
     labels = torch.gather(target, 1, decode_idx[..., None].expand(-1, -1, target.shape[-1]))  # [B, K, D]
     return torch.mean((pred.float() - labels.float()) ** 2)
+
+
+def motion_target(motion: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Per-token motion as a target: ``[B, t, h, w, 2]`` -> ``[B, N, 2]`` in (t, h, w) token order.
+
+    ``motion`` is the token-grid field the dataset delivers (``mvm.motion.field.to_token_grid``:
+    pixels per frame at the clip's resolution, dx right, dy down), here divided by ``scale`` so the
+    target is of order one. It comes from the codec's motion vectors, which the decoder reads for
+    free, so the target costs no labels and no optical-flow network.
+    """
+    if motion.dim() != 5 or motion.shape[-1] != 2:
+        raise ValueError(f"motion must be [B, t, h, w, 2], got {tuple(motion.shape)}")
+    if scale <= 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    return motion.float().flatten(1, 3) / scale

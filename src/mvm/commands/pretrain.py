@@ -82,7 +82,9 @@ def _print_summary(s: dict) -> None:
         print(f"continue with: mvm pretrain --resume --out {s['run_dir']}")
         return
     print(f"\nrun folder      {s['run_dir']}")
-    print(f"steps           {s['steps']}   final loss {s['final_loss']:.4f}")
+    parts = (f" (reconstruction {s['recon_loss']:.4f} + codec motion {s['motion_loss']:.4f})"
+             if "motion_loss" in s else "")
+    print(f"steps           {s['steps']}   final loss {s['final_loss']:.4f}{parts}")
     if "knn_top1" in s:
         print("\nprobe on the validation split     pretrained   random init")
         print(f"  kNN top-1 (k=20)                {s['knn_top1']:>9.1%}   {s['knn_top1_random']:>10.1%}")
@@ -92,6 +94,6 @@ def _print_summary(s: dict) -> None:
         print(f"\nskipped samples {s['bad_samples']} {s['bad_by_reason']}")
     if s.get("skipped_steps"):
         print(f"skipped steps   {s['skipped_steps']} (non-finite loss or gradient)")
-    for key in ("loss_curve", "reconstructions"):
+    for key in ("loss_curve", "reconstructions", "motion_predictions"):
         if key in s:
-            print(f"{key.replace('_', ' '):<16}{s[key]}")
+            print(f"{key.replace('_', ' '):<19}{s[key]}")

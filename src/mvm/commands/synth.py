@@ -8,15 +8,18 @@ HELP = "write the built-in synthetic motion dataset (8 motion classes, H.264, Vi
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from mvm.config import SynthConfig
+
+    d = SynthConfig()  # the main job's set: same defaults here and in the config
     p.add_argument("out_dir", metavar="OUT_DIR", help="folder to write (created if absent)")
-    p.add_argument("--clips", type=int, default=240, help="training clips (balanced over the classes)")
-    p.add_argument("--val-clips", type=int, default=80, help="validation clips")
-    p.add_argument("--frames", type=int, default=32, help="frames per clip")
-    p.add_argument("--size", type=int, default=64, help="frame side in pixels (even)")
-    p.add_argument("--seed", type=int, default=0, help="same seed, same clips")
-    p.add_argument("--gop", type=int, default=16, help="H.264 keyframe interval")
-    p.add_argument("--bframes", type=int, default=0, help="H.264 B-frames")
-    p.add_argument("--refs", type=int, default=1, help="H.264 reference frames")
+    p.add_argument("--clips", type=int, default=d.clips, help="training clips (balanced over the classes)")
+    p.add_argument("--val-clips", type=int, default=d.val_clips, help="validation clips")
+    p.add_argument("--frames", type=int, default=d.frames, help="frames per clip")
+    p.add_argument("--size", type=int, default=d.size, help="frame side in pixels (even)")
+    p.add_argument("--seed", type=int, default=d.seed, help="same seed, same clips")
+    p.add_argument("--gop", type=int, default=d.gop, help="H.264 keyframe interval")
+    p.add_argument("--bframes", type=int, default=d.bframes, help="H.264 B-frames")
+    p.add_argument("--refs", type=int, default=d.refs, help="H.264 reference frames")
     p.add_argument("--workers", type=int, default=1, help="processes rendering and encoding")
 
 

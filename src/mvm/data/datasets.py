@@ -21,10 +21,12 @@ import torch
 from torch.utils.data import Sampler
 
 from mvm.config import DataConfig
+from mvm.data.cache import CachedVideo, DecodeCache
 from mvm.data.sampling import clip_indices
 from mvm.data.transforms import ClipTransform
 from mvm.data.video_io import VideoDecodeError, count_frames, decode_video
 from mvm.grid import TokenGrid
+from mvm.motion.field import MotionField
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +159,8 @@ class VideoDataset(torch.utils.data.Dataset):
         self.transform = ClipTransform(data_cfg.size, train, data_cfg.scales, data_cfg.flip,
                                        data_cfg.mean, data_cfg.std)
         self.failure_counts: Counter[str] = Counter()
+        # Each worker process gets its own copy when the DataLoader forks or pickles the dataset.
+        self.cache = DecodeCache(data_cfg.cache_mb) if data_cfg.cache_mb > 0 else None
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -186,28 +190,47 @@ class VideoDataset(torch.utils.data.Dataset):
         k = self.cfg.num_classes
         if k and not -1 <= label < k:
             raise BadSample("bad_label", f"label {label} outside [0, {k}) (data.num_classes={k})")
-        cfg = self.cfg
-        total = count_frames(path)
-        idx = None
-        if total is not None:
-            idx = clip_indices(total, cfg.frames, cfg.stride, self.train, rng)
-        codec_mv = self.with_motion and self.motion_source in ("auto", "codec")
-        decoded = decode_video(path, max_frames=None if idx is None else int(idx[-1]) + 1, with_motion=codec_mv)
-        if idx is None:
-            idx = clip_indices(decoded.num_frames, cfg.frames, cfg.stride, self.train, rng)
-        idx = np.minimum(idx, decoded.num_frames - 1)  # the header may promise more than decodes
+        frames, field, idx = self._decode(path, rng)
         motion, block = None, None
-        if self.with_motion:
-            from mvm.motion.field import clip_motion, frame_motion
+        if field is not None:
+            from mvm.motion.field import clip_motion
 
-            field = frame_motion(decoded, self.motion_source, path=path)
             motion, block = clip_motion(field, idx), field.block
-        video, motion_t = self.transform(decoded.frames[idx], motion, rng, block=block)
+        video, motion_t = self.transform(frames[idx], motion, rng, block=block)
         if motion_t is None:
             return video, torch.zeros(*self.grid.shape, 2)
         from mvm.motion.field import to_token_grid
 
         return video, to_token_grid(motion_t, self.grid).float()
+
+    def _decode(self, path: str, rng: np.random.Generator) -> tuple[np.ndarray, MotionField | None, np.ndarray]:
+        """Frames ``[F, H, W, 3]`` uint8, the motion field (None without motion) and the clip's indices.
+
+        Without a cache the clip is placed from the header's frame count and decoding stops at its
+        last frame. With one the whole video is decoded and kept, so a hit and a miss give the
+        same frames, field and indices.
+        """
+        from mvm.motion.field import frame_motion
+
+        cfg = self.cfg
+        source = self.motion_source if self.with_motion else "none"
+        codec_mv = self.with_motion and self.motion_source in ("auto", "codec")
+        if self.cache is not None:
+            hit = self.cache.get(path, source)
+            if hit is None:
+                decoded = decode_video(path, with_motion=codec_mv)
+                field = frame_motion(decoded, self.motion_source, path=path) if self.with_motion else None
+                hit = CachedVideo(decoded.frames, field)
+                self.cache.put(path, source, hit)
+            return hit.frames, hit.field, clip_indices(len(hit.frames), cfg.frames, cfg.stride, self.train, rng)
+        total = count_frames(path)
+        idx = None if total is None else clip_indices(total, cfg.frames, cfg.stride, self.train, rng)
+        decoded = decode_video(path, max_frames=None if idx is None else int(idx[-1]) + 1, with_motion=codec_mv)
+        if idx is None:
+            idx = clip_indices(decoded.num_frames, cfg.frames, cfg.stride, self.train, rng)
+        idx = np.minimum(idx, decoded.num_frames - 1)  # the header may promise more than decodes
+        field = frame_motion(decoded, self.motion_source, path=path) if self.with_motion else None
+        return decoded.frames, field, idx
 
 
 def collate_items(items: list[dict]) -> dict:

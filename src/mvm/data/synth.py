@@ -158,8 +158,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def make_synthetic(
     out_dir: str | os.PathLike,
-    clips: int = 240,
-    val_clips: int = 80,
+    clips: int = 800,
+    val_clips: int = 160,
     frames: int = 32,
     size: int = 64,
     seed: int = 0,

@@ -63,6 +63,7 @@ class ModelSpec:
     head_norm_eps: float = 1e-6
     num_classes: int = 0
     fc_norm_eps: float = 1e-6
+    motion_dim: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -88,7 +89,8 @@ def build_from_spec(spec: ModelSpec) -> nn.Module:
     if spec.kind == "pretrain":
         return MaskedVideoAutoencoder(enc, spec.decoder_dim, spec.decoder_depth, spec.decoder_heads,
                                       out_dim=spec.out_dim, decoder_mlp_hidden=spec.decoder_mlp_hidden,
-                                      norm_eps=spec.decoder_norm_eps, head_norm_eps=spec.head_norm_eps)
+                                      norm_eps=spec.decoder_norm_eps, head_norm_eps=spec.head_norm_eps,
+                                      motion_dim=spec.motion_dim)
     raise InteropError(f"unknown model kind '{spec.kind}'")
 
 
@@ -105,7 +107,8 @@ def spec_from_model(model: nn.Module) -> ModelSpec:
         blk_eps = dec.blocks[0].norm1.eps if len(dec.blocks) else enc.norm_eps
         spec = dataclasses.replace(spec, kind="pretrain", decoder_dim=dec.dim, decoder_depth=dec.depth,
                                    decoder_heads=dec.heads, decoder_mlp_hidden=dec.mlp_hidden,
-                                   out_dim=model.out_dim, decoder_norm_eps=blk_eps, head_norm_eps=dec.norm.eps)
+                                   out_dim=model.out_dim, decoder_norm_eps=blk_eps, head_norm_eps=dec.norm.eps,
+                                   motion_dim=model.motion_dim)
     elif isinstance(model, VideoClassifier):
         spec = dataclasses.replace(spec, kind="classify", final_norm=False, num_classes=model.num_classes,
                                    fc_norm_eps=model.fc_norm.eps)
@@ -224,7 +227,8 @@ def infer_spec(sd: dict[str, torch.Tensor], heads: int | None = None, decoder_he
             spec, decoder_dim=ddim, decoder_depth=ddepth,
             decoder_heads=decoder_heads or default_decoder_heads(dim, ddim),
             decoder_mlp_hidden=sd["decoder.blocks.0.mlp.fc1.weight"].shape[0] if ddepth else 4 * ddim,
-            out_dim=sd["decoder.head.weight"].shape[0])
+            out_dim=sd["decoder.head.weight"].shape[0],
+            motion_dim=sd["motion_head.weight"].shape[0] if "motion_head.weight" in sd else 0)
     elif kind == "classify":
         if "fc_norm.weight" not in sd:
             raise InteropError("classifier weights without fc_norm (CLS-token pooling) are not supported; "

@@ -136,6 +136,8 @@ def mvm_to_hf(model: nn.Module, frames: int = 16, size: int = 224,
     if spec.kind == "pretrain" and spec.out_dim != spec.in_chans * spec.tubelet * spec.patch ** 2:
         raise InteropError(f"transformers predicts pixels (out_dim {spec.in_chans * spec.tubelet * spec.patch ** 2}), "
                            f"this model predicts {spec.out_dim} values per token")
+    if spec.motion_dim:
+        log.info("transformers' VideoMAE has no motion head: its weights (motion_head.*) are left out")
     if frames % spec.tubelet or size % spec.patch:
         raise InteropError(f"frames={frames}/size={size} do not divide into {spec.tubelet}x{spec.patch} tubelets")
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

@@ -5,6 +5,9 @@
          ++ mask_token + positions of the tokens to decode   -> [B, Nv + Nd, dec]
          --decoder blocks, norm, head--> predictions for the last Nd entries [B, Nd, out_dim]
 
+An optional motion head (``motion_dim > 0``, ours) reads the encoder's visible tokens and
+predicts each one's motion, the target the codec's motion vectors give for free (``mvm.targets``).
+
 With ``decode_idx`` = every masked token this is exactly VideoMAE's (and transformers')
 ``VideoMAEForPreTraining``; a smaller ``decode_idx`` is VideoMAE V2's decoder masking. Parameter
 names match the original VideoMAE pretraining checkpoints (``encoder.*``, ``encoder_to_decoder``,
@@ -53,11 +56,12 @@ class MaskedVideoAutoencoder(nn.Module):
         decoder_mlp_hidden: decoder MLP width (default 4x ``decoder_dim``).
         norm_eps: LayerNorm epsilon of the decoder blocks (default: the encoder's).
         head_norm_eps: epsilon of the decoder's final norm (VideoMAE 1e-6; transformers 1e-5).
+        motion_dim: values of the motion head per visible token (2: dx, dy); 0 (default): no head.
     """
 
     def __init__(self, encoder: VideoEncoder, decoder_dim: int, decoder_depth: int = 4, decoder_heads: int = 6,
                  out_dim: int | None = None, decoder_mlp_hidden: int | None = None, norm_eps: float | None = None,
-                 head_norm_eps: float = 1e-6) -> None:
+                 head_norm_eps: float = 1e-6, motion_dim: int = 0) -> None:
         super().__init__()
         self.encoder = encoder
         if out_dim is None:
@@ -69,23 +73,34 @@ class MaskedVideoAutoencoder(nn.Module):
                                   decoder_mlp_hidden or 4 * decoder_dim, qkv_bias=encoder.qkv_bias,
                                   norm_eps=encoder.norm_eps if norm_eps is None else norm_eps,
                                   head_norm_eps=head_norm_eps, init_values=encoder.init_values)
+        self.motion_dim = motion_dim
+        self.motion_head = nn.Linear(encoder.dim, motion_dim) if motion_dim else None
         init_weights(self.encoder_to_decoder)
         init_weights(self.decoder)
+        if self.motion_head is not None:
+            init_weights(self.motion_head)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
-    def forward(self, video: torch.Tensor, visible_idx: torch.Tensor, decode_idx: torch.Tensor) -> torch.Tensor:
+    def forward(self, video: torch.Tensor, visible_idx: torch.Tensor, decode_idx: torch.Tensor,
+                with_motion: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Predict the ``decode_idx`` tokens of ``video`` from its ``visible_idx`` tokens.
 
         Args:
             video: ``[B, C, T, H, W]`` normalised clip.
             visible_idx: ``[B, Nv]`` long, tokens the encoder sees.
             decode_idx: ``[B, Nd]`` long, tokens to reconstruct (normally masked ones).
+            with_motion: also return the motion head's predictions (needs ``motion_dim > 0``).
+                A flag rather than a second method so DDP/FSDP wrappers see one ``forward``.
 
         Returns:
-            ``[B, Nd, out_dim]`` predictions, row ``k`` for token ``decode_idx[:, k]``.
+            ``[B, Nd, out_dim]`` predictions, row ``k`` for token ``decode_idx[:, k]``; with
+            ``with_motion``, also ``[B, Nv, motion_dim]``, row ``k`` for token ``visible_idx[:, k]``.
         """
+        if with_motion and self.motion_head is None:
+            raise ValueError("with_motion=True needs a model built with motion_dim > 0")
         # 1. encode the visible tokens: [B, Nv, dim] -> [B, Nv, dec]
-        x = self.encoder_to_decoder(self.encoder(video, visible_idx))
+        latent = self.encoder(video, visible_idx)
+        x = self.encoder_to_decoder(latent)
         b, _, dec = x.shape
         # 2. decoder positions (fixed sinusoid over the clip's N tokens), gathered per row
         n = self.encoder.grid_for(video).num_tokens
@@ -95,4 +110,8 @@ class MaskedVideoAutoencoder(nn.Module):
         # 3. visible tokens first, then one mask token per token to decode: [B, Nv + Nd, dec]
         x = torch.cat([x + pos_vis, self.mask_token.to(x.dtype) + pos_dec], dim=1)
         # 4. decode; keep the predictions of the mask tokens: [B, Nd, out_dim]
-        return self.decoder(x, decode_idx.shape[1])
+        pred = self.decoder(x, decode_idx.shape[1])
+        if not with_motion:
+            return pred
+        # 5. motion of every visible token, read straight off the encoder: [B, Nv, motion_dim]
+        return pred, self.motion_head(latent)

@@ -81,15 +81,16 @@ def build_encoder(name: str, tubelet: int = 2, patch: int = 16, drop_path: float
 
 
 def build_mae(name: str, tubelet: int = 2, patch: int = 16, drop_path: float = 0.0, out_dim: int | None = None,
-              in_chans: int = 3, **overrides: Any) -> MaskedVideoAutoencoder:
+              in_chans: int = 3, motion_dim: int = 0, **overrides: Any) -> MaskedVideoAutoencoder:
     """A :class:`MaskedVideoAutoencoder` of the named size.
 
-    ``out_dim`` defaults to ``tubelet*patch*patch*in_chans`` (pixels of one tubelet).
+    ``out_dim`` defaults to ``tubelet*patch*patch*in_chans`` (pixels of one tubelet); ``motion_dim``
+    > 0 adds the motion head on the encoder (2 for the codec-motion target).
     """
     v = _resolve(name, overrides)
     encoder = build_encoder(name, tubelet, patch, drop_path, in_chans, final_norm=True, **overrides)
     return MaskedVideoAutoencoder(encoder, v.decoder_dim, v.decoder_depth, v.decoder_heads, out_dim=out_dim,
-                                  decoder_mlp_hidden=int(v.decoder_dim * v.mlp_ratio))
+                                  decoder_mlp_hidden=int(v.decoder_dim * v.mlp_ratio), motion_dim=motion_dim)
 
 
 def build_classifier(name: str, num_classes: int, tubelet: int = 2, patch: int = 16, drop_path: float = 0.1,

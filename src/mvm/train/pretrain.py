@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from mvm.config import Config, to_toml
 from mvm.grid import TokenGrid
 from mvm.masking.base import mask_to_indices
-from mvm.targets import masked_mse, norm_pix_target, pixel_target
+from mvm.targets import masked_mse, motion_target, norm_pix_target, pixel_target
 from mvm.train import checkpoint as ckpt_io
 from mvm.train import distributed as dist
 from mvm.train.guard import BadDataTracker, NonFiniteGuard, StopSignal
@@ -39,6 +39,11 @@ LossHook = Callable[[int, torch.Tensor], torch.Tensor]
 _MUST_MATCH = ("model.name", "model.tubelet", "model.patch", "data.frames", "data.size", "train.target")
 
 
+def uses_motion_target(cfg: Config) -> bool:
+    """Whether the run trains the codec-motion head (and so needs motion in every batch)."""
+    return cfg.train.motion_weight > 0
+
+
 def prepare_data_paths(cfg: Config) -> None:
     """With no ``data.train``, point the run at the built-in synthetic set, generating it if absent."""
     if cfg.data.train:
@@ -47,19 +52,38 @@ def prepare_data_paths(cfg: Config) -> None:
 
     root = Path(cfg.data.synth_dir)
     s = cfg.synth
-    if not (root / "train.csv").is_file() or not (root / "val.csv").is_file():
+    wanted = {"clips": s.clips, "val_clips": s.val_clips, "frames": s.frames, "size": s.size, "seed": s.seed,
+              "gop": s.gop, "bframes": s.bframes, "refs": s.refs}
+    complete = (root / "train.csv").is_file() and (root / "val.csv").is_file()
+    made_with = _synth_args(root)
+    if complete and made_with not in (None, wanted):
+        log.warning("the synthetic set in %s was made with %s; the config asks for %s: generating it again",
+                    root, made_with, wanted)
+        for name in ("train.csv", "val.csv"):  # the lists mark a complete set: gone until it is one
+            (root / name).unlink()
+        complete = False
+    if not complete:
         log.info("generating the synthetic motion set in %s", root)
-        make_synthetic(root, clips=s.clips, val_clips=s.val_clips, frames=s.frames, size=s.size,
-                       seed=s.seed, gop=s.gop, bframes=s.bframes, refs=s.refs, workers=max(1, cfg.data.workers))
+        make_synthetic(root, **wanted, workers=max(1, cfg.data.workers))
     cfg.data.train = str(root / "train.csv")
     cfg.data.val = cfg.data.val or str(root / "val.csv")
+
+
+def _synth_args(root: Path) -> dict[str, Any] | None:
+    """The arguments a synthetic set was made with (its ``synth.json``), or None if unreadable."""
+    import json
+
+    try:
+        return json.loads((root / "synth.json").read_text())["args"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def build_model(cfg: Config) -> torch.nn.Module:
     from mvm.models import build_mae
 
     return build_mae(cfg.model.name, tubelet=cfg.model.tubelet, patch=cfg.model.patch,
-                     drop_path=cfg.model.drop_path)
+                     drop_path=cfg.model.drop_path, motion_dim=2 if uses_motion_target(cfg) else 0)
 
 
 def build_loader(cfg: Config, grid: TokenGrid, start_sample: int,
@@ -69,8 +93,9 @@ def build_loader(cfg: Config, grid: TokenGrid, start_sample: int,
     from mvm.masking.collate import MaskCollator
 
     encoder_mask, decoder_mask = build_masks(cfg.mask)
-    # Motion costs decode time; read it only for strategies that look at it.
-    with_motion = cfg.data.motion != "none" and (encoder_mask.needs_motion or decoder_mask.needs_motion)
+    # Motion costs decode time; read it only for strategies or targets that look at it.
+    with_motion = cfg.data.motion != "none" and (encoder_mask.needs_motion or decoder_mask.needs_motion
+                                                 or uses_motion_target(cfg))
     dataset = VideoDataset(cfg.data.train, grid, cfg.data, train=True, seed=cfg.train.seed,
                            with_motion=with_motion)
     collate = MaskCollator(grid, encoder_mask, decoder_mask, seed=cfg.train.seed)
@@ -168,6 +193,8 @@ def run_pretrain(cfg: Config, resume: bool = False, progress: Progress | None = 
     step = start_step
     stopped_by: str | None = None
     last_loss = float("nan")
+    with_motion = uses_motion_target(cfg)
+    parts: dict[str, float] = {}
     t_log, clips_since = time.perf_counter(), 0
     model.train()
     with StopSignal() as stop:
@@ -176,6 +203,7 @@ def run_pretrain(cfg: Config, resume: bool = False, progress: Progress | None = 
             set_lr(optimizer, lr)
             optimizer.zero_grad(set_to_none=True)
             total = torch.zeros((), device=device)
+            part_sums = torch.zeros(2, device=device)  # reconstruction, motion
             for _ in range(accum):
                 raw = next(batches)
                 bad.update(raw["video"].shape[0], raw.get("failed", []))
@@ -183,12 +211,20 @@ def run_pretrain(cfg: Config, resume: bool = False, progress: Progress | None = 
                 visible_idx = mask_to_indices(~raw["encoder_mask"]).to(device)
                 decode_idx = mask_to_indices(raw["decoder_mask"]).to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16):
-                    pred = model(video, visible_idx, decode_idx)
+                    out = model(video, visible_idx, decode_idx, with_motion=with_motion)
+                pred, motion_pred = out if with_motion else (out, None)
                 if cfg.train.target == "norm_pix":
                     target = norm_pix_target(video, cfg.model.tubelet, cfg.model.patch, mean, std)
                 else:
                     target = pixel_target(video, cfg.model.tubelet, cfg.model.patch, mean, std)
                 loss = masked_mse(pred.float(), target, decode_idx)
+                part_sums[0] += loss.detach() / accum
+                if motion_pred is not None:
+                    # Each visible token predicts its own codec motion: the encoder must see motion.
+                    motion = motion_target(raw["motion"].to(device), cfg.train.motion_scale)
+                    motion_loss = masked_mse(motion_pred.float(), motion, visible_idx)
+                    part_sums[1] += motion_loss.detach() / accum
+                    loss = loss + cfg.train.motion_weight * motion_loss
                 if loss_hook is not None:
                     loss = loss_hook(step, loss)
                 (loss / accum).backward()
@@ -198,14 +234,18 @@ def run_pretrain(cfg: Config, resume: bool = False, progress: Progress | None = 
                 model.parameters(), cfg.optim.clip_grad if cfg.optim.clip_grad > 0 else float("inf"))
             grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
             total = dist.all_mean(total, info)
+            part_sums = dist.all_mean(part_sums, info)
             finite = bool(torch.isfinite(total)) and bool(torch.isfinite(grad_norm))
             if guard.ok(step, finite):
                 optimizer.step()
                 last_loss = float(total)
+                parts = {"recon_loss": float(part_sums[0])}
+                if with_motion:
+                    parts["motion_loss"] = float(part_sums[1])
             step += 1
             if metrics is not None and (step % cfg.train.log_every == 0 or step == cfg.train.steps):
                 dt = time.perf_counter() - t_log
-                row = {"loss": last_loss, "lr": lr, "grad_norm": float(grad_norm),
+                row = {"loss": last_loss, **parts, "lr": lr, "grad_norm": float(grad_norm),
                        "clips_per_s": clips_since / max(dt, 1e-9), "skipped_steps": guard.skipped,
                        "bad_samples": sum(bad.by_reason.values())}
                 metrics.log(step, **row)
@@ -220,7 +260,7 @@ def run_pretrain(cfg: Config, resume: bool = False, progress: Progress | None = 
                 checkpoint(step)
     del batches, loader  # stop workers before the probe starts its own
     final, model_sd = checkpoint(step)
-    summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": step, "final_loss": last_loss,
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "steps": step, "final_loss": last_loss, **parts,
                                "stopped_by": stopped_by, "checkpoint": str(final), "processes": info.world,
                                "skipped_steps": guard.skipped, **bad.summary(),
                                "malformed_lines": len(dataset.malformed_lines)}
@@ -247,6 +287,10 @@ def _finish(cfg: Config, model: torch.nn.Module, grid: TokenGrid, run_dir: Path,
     model.eval()
     out["loss_curve"] = str(plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss_curve.png"))
     out["reconstructions"] = str(plot_reconstructions(cfg, model, grid, run_dir / "reconstructions.png", device))
+    if uses_motion_target(cfg):
+        from mvm.viz.motion_head import plot_motion_predictions
+
+        out["motion_predictions"] = str(plot_motion_predictions(cfg, model, grid, run_dir / "motion_head.png", device))
     if cfg.train.probe and cfg.data.val:
         from mvm.evaluate.probe import probe_encoder
 
