@@ -46,7 +46,8 @@ def test_main_job_end_to_end(synth, tmp_path):
     summary = run_pretrain(cfg)
     assert summary["steps"] == 6 and summary["stopped_by"] is None
     assert 0.0 <= summary["knn_top1"] <= 1.0 and 0.0 <= summary["knn_top1_random"] <= 1.0
-    for name in ("loss_curve.png", "reconstructions.png", "metrics.jsonl", "summary.json", "config.toml"):
+    for name in ("loss_curve.png", "reconstructions.png", "motion_head.png", "probe_confusion.png", "metrics.jsonl",
+                 "summary.json", "config.toml"):
         assert (tmp_path / "run" / name).is_file(), name
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4, 5, 6]

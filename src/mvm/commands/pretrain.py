@@ -94,6 +94,6 @@ def _print_summary(s: dict) -> None:
         print(f"\nskipped samples {s['bad_samples']} {s['bad_by_reason']}")
     if s.get("skipped_steps"):
         print(f"skipped steps   {s['skipped_steps']} (non-finite loss or gradient)")
-    for key in ("loss_curve", "reconstructions", "motion_predictions"):
+    for key in ("loss_curve", "reconstructions", "motion_predictions", "probe_confusion"):
         if key in s:
             print(f"{key.replace('_', ' '):<19}{s[key]}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,10 +54,18 @@ def linear_probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: 
                           test_y: torch.Tensor, epochs: int = 300, lr: float = 0.05,
                           weight_decay: float = 1e-4, seed: int = 0) -> float:
     """Top-1 of a logistic-regression head trained full-batch on standardised frozen features."""
+    pred = linear_probe_predict(train_x, train_y, test_x, int(max(train_y.max(), test_y.max())) + 1,
+                                epochs, lr, weight_decay, seed)
+    return float((pred == test_y).float().mean())
+
+
+def linear_probe_predict(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, classes: int,
+                         epochs: int = 300, lr: float = 0.05, weight_decay: float = 1e-4,
+                         seed: int = 0) -> torch.Tensor:
+    """Class predictions ``[Q]`` of the logistic-regression probe for ``test_x [Q, D]``."""
     gen = torch.Generator().manual_seed(seed)
     mu, sd = train_x.mean(0), train_x.std(0) + 1e-6
     xtr, xte = (train_x - mu) / sd, (test_x - mu) / sd
-    classes = int(max(train_y.max(), test_y.max())) + 1
     head = nn.Linear(xtr.shape[1], classes)
     with torch.no_grad():
         head.weight.copy_(torch.randn(head.weight.shape, generator=gen) * 0.01)
@@ -67,7 +76,7 @@ def linear_probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: 
         F.cross_entropy(head(xtr), train_y).backward()
         opt.step()
     with torch.no_grad():
-        return float((head(xte).argmax(1) == test_y).float().mean())
+        return head(xte).argmax(1)
 
 
 def probe_loaders(cfg: Config, grid: TokenGrid) -> tuple[DataLoader, DataLoader]:
@@ -85,14 +94,23 @@ def probe_loaders(cfg: Config, grid: TokenGrid) -> tuple[DataLoader, DataLoader]
     return loader(cfg.data.train), loader(cfg.data.val)
 
 
-def probe_encoder(cfg: Config, encoder: nn.Module, device: torch.device, linear: bool = False) -> dict[str, float]:
-    """kNN (and optionally linear) top-1 of ``encoder`` on the config's val list, bank = train list."""
+def probe_encoder(cfg: Config, encoder: nn.Module, device: torch.device, linear: bool = False) -> dict[str, Any]:
+    """kNN (and optionally linear) top-1 of ``encoder`` on the config's val list, bank = train list.
+
+    With ``linear``, also ``confusion``: ``[classes, classes]`` counts of the linear probe (rows: true
+    class, columns: predicted), as nested lists.
+    """
     grid = TokenGrid.from_clip(cfg.data.frames, cfg.data.size, cfg.model.tubelet, cfg.model.patch)
     train_loader, val_loader = probe_loaders(cfg, grid)
     xtr, ytr = extract_features(encoder, train_loader, device)
     xte, yte = extract_features(encoder, val_loader, device)
     out = {"knn_top1": knn_accuracy(xtr, ytr, xte, yte)}
     if linear:
-        out["linear_top1"] = linear_probe_accuracy(xtr, ytr, xte, yte, seed=cfg.train.seed)
-    log.info("probe: %s", out)
+        classes = int(max(ytr.max(), yte.max())) + 1
+        pred = linear_probe_predict(xtr, ytr, xte, classes, seed=cfg.train.seed)
+        out["linear_top1"] = float((pred == yte).float().mean())
+        confusion = torch.zeros(classes, classes, dtype=torch.long).index_put_(
+            (yte, pred), torch.ones_like(yte), accumulate=True)
+        out["confusion"] = confusion.tolist()
+    log.info("probe: %s", {k: v for k, v in out.items() if k != "confusion"})
     return out

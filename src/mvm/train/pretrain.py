@@ -298,6 +298,12 @@ def _finish(cfg: Config, model: torch.nn.Module, grid: TokenGrid, run_dir: Path,
         random_model = build_model(cfg).to(device)
         trained = probe_encoder(cfg, model.encoder, device, linear=True)
         untrained = probe_encoder(cfg, random_model.encoder, device, linear=True)
+        from mvm.viz.confusion import class_names, plot_confusions
+
+        matrices = {"pretrained": trained.pop("confusion"), "random init": untrained.pop("confusion")}
+        out["probe_confusion"] = str(plot_confusions(
+            matrices, class_names(cfg.data.val, len(matrices["pretrained"])), run_dir / "probe_confusion.png",
+            title="linear probe on the validation split (frozen encoder, mean-pooled tokens)"))
         out.update(trained)
         out.update({f"{k}_random": v for k, v in untrained.items()})
     return out
