@@ -32,7 +32,8 @@ class CachedVideo:
 
 
 class DecodeCache:
-    """LRU of :class:`CachedVideo` keyed by ``(path, motion source)``, capped at ``budget_mb``.
+    """LRU of :class:`CachedVideo` keyed by path, capped at ``budget_mb``. One cache serves one
+    dataset, whose motion source is fixed, so the path alone names an entry.
 
     A video larger than the whole budget is never stored. ``hits``/``misses`` count lookups.
     """
@@ -43,29 +44,28 @@ class DecodeCache:
         self.budget = int(budget_mb * 2**20)
         self.used = 0
         self.hits = self.misses = 0
-        self._items: OrderedDict[tuple[str, str], CachedVideo] = OrderedDict()
+        self._items: OrderedDict[str, CachedVideo] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def get(self, path: str, motion: str) -> CachedVideo | None:
-        item = self._items.get((path, motion))
+    def get(self, path: str) -> CachedVideo | None:
+        item = self._items.get(path)
         if item is None:
             self.misses += 1
             return None
-        self._items.move_to_end((path, motion))
+        self._items.move_to_end(path)
         self.hits += 1
         return item
 
-    def put(self, path: str, motion: str, item: CachedVideo) -> None:
-        key = (path, motion)
+    def put(self, path: str, item: CachedVideo) -> None:
         if item.nbytes > self.budget:
             return
-        old = self._items.pop(key, None)
+        old = self._items.pop(path, None)
         if old is not None:
             self.used -= old.nbytes
         while self._items and self.used + item.nbytes > self.budget:
             _, evicted = self._items.popitem(last=False)
             self.used -= evicted.nbytes
-        self._items[key] = item
+        self._items[path] = item
         self.used += item.nbytes

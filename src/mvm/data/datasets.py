@@ -26,7 +26,7 @@ from mvm.data.sampling import clip_indices
 from mvm.data.transforms import ClipTransform
 from mvm.data.video_io import VideoDecodeError, count_frames, decode_video
 from mvm.grid import TokenGrid
-from mvm.motion.field import MotionField
+from mvm.motion.field import MotionField, clip_motion, frame_motion, to_token_grid
 
 log = logging.getLogger(__name__)
 
@@ -193,14 +193,10 @@ class VideoDataset(torch.utils.data.Dataset):
         frames, field, idx = self._decode(path, rng)
         motion, block = None, None
         if field is not None:
-            from mvm.motion.field import clip_motion
-
             motion, block = clip_motion(field, idx), field.block
         video, motion_t = self.transform(frames[idx], motion, rng, block=block)
         if motion_t is None:
             return video, torch.zeros(*self.grid.shape, 2)
-        from mvm.motion.field import to_token_grid
-
         return video, to_token_grid(motion_t, self.grid).float()
 
     def _decode(self, path: str, rng: np.random.Generator) -> tuple[np.ndarray, MotionField | None, np.ndarray]:
@@ -210,18 +206,15 @@ class VideoDataset(torch.utils.data.Dataset):
         last frame. With one the whole video is decoded and kept, so a hit and a miss give the
         same frames, field and indices.
         """
-        from mvm.motion.field import frame_motion
-
         cfg = self.cfg
-        source = self.motion_source if self.with_motion else "none"
         codec_mv = self.with_motion and self.motion_source in ("auto", "codec")
         if self.cache is not None:
-            hit = self.cache.get(path, source)
+            hit = self.cache.get(path)
             if hit is None:
                 decoded = decode_video(path, with_motion=codec_mv)
                 field = frame_motion(decoded, self.motion_source, path=path) if self.with_motion else None
                 hit = CachedVideo(decoded.frames, field)
-                self.cache.put(path, source, hit)
+                self.cache.put(path, hit)
             return hit.frames, hit.field, clip_indices(len(hit.frames), cfg.frames, cfg.stride, self.train, rng)
         total = count_frames(path)
         idx = None if total is None else clip_indices(total, cfg.frames, cfg.stride, self.train, rng)

@@ -8,6 +8,7 @@ RNG) is a function of the seed and the step, so ``--resume`` reproduces an unint
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -51,9 +52,7 @@ def prepare_data_paths(cfg: Config) -> None:
     from mvm.data.synth import make_synthetic
 
     root = Path(cfg.data.synth_dir)
-    s = cfg.synth
-    wanted = {"clips": s.clips, "val_clips": s.val_clips, "frames": s.frames, "size": s.size, "seed": s.seed,
-              "gop": s.gop, "bframes": s.bframes, "refs": s.refs}
+    wanted = dataclasses.asdict(cfg.synth)  # exactly make_synthetic's arguments, as synth.json records them
     complete = (root / "train.csv").is_file() and (root / "val.csv").is_file()
     made_with = _synth_args(root)
     if complete and made_with not in (None, wanted):
@@ -233,8 +232,7 @@ def run_pretrain(cfg: Config, resume: bool = False, progress: Progress | None = 
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 model.parameters(), cfg.optim.clip_grad if cfg.optim.clip_grad > 0 else float("inf"))
             grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-            total = dist.all_mean(total, info)
-            part_sums = dist.all_mean(part_sums, info)
+            total, *part_sums = dist.all_mean(torch.stack([total, *part_sums]), info)  # one collective
             finite = bool(torch.isfinite(total)) and bool(torch.isfinite(grad_norm))
             if guard.ok(step, finite):
                 optimizer.step()

@@ -19,10 +19,8 @@ from mvm.viz.recon import denormalise  # noqa: E402
 @torch.no_grad()
 def predict_motion(model: torch.nn.Module, video: torch.Tensor, grid: TokenGrid, scale: float) -> torch.Tensor:
     """Motion of every token with all tokens visible: ``[B, C, T, H, W]`` -> ``[B, t, h, w, 2]`` px/frame."""
-    b = video.shape[0]
-    every = torch.arange(grid.num_tokens, device=video.device).expand(b, -1)
-    _, motion = model(video, every, every[:, :1], with_motion=True)  # one decoded token: unused here
-    return motion.float().view(b, *grid.shape, 2) * scale
+    motion = model.motion_head(model.encoder(video))  # [B, N, 2]: the head reads encoder tokens only
+    return motion.float().view(video.shape[0], *grid.shape, 2) * scale
 
 
 def plot_motion_predictions(cfg: Config, model: torch.nn.Module, grid: TokenGrid, out: str | Path,
