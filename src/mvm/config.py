@@ -30,6 +30,12 @@ class DataConfig:
     """Validation list or folder, used by the probes. Empty with synthetic data: its val split."""
     root: str = ""
     """Prefix for relative paths in the list files (default: the list file's folder)."""
+    format: str = ""
+    """Annotation format (videomae, folder, ucf101, hmdb51, kinetics, ssv2, diving48, epic100);
+    empty: detected from the source (``mvm.data.formats``)."""
+    repeat: int = 1
+    """Clips cut from each decoded video, each with its own crop and mask (MAE-ST / VideoMAE V2
+    repeated sampling); a batch of ``optim.batch_size`` clips then holds ``batch_size / repeat`` videos."""
     num_classes: int = 0
     """Number of classes; labels outside [0, num_classes) are bad samples. 0: not checked."""
     synth_dir: str = ".cache/mvm/synth"
@@ -64,6 +70,9 @@ class ModelConfig:
     tubelet: int = 2
     patch: int = 16
     drop_path: float = 0.0
+    checkpointing: bool = False
+    """Activation checkpointing in encoder and decoder blocks: recompute activations in the
+    backward pass, trading about a third more compute for memory (long clips)."""
 
 
 @dataclass
@@ -122,6 +131,10 @@ class TrainConfig:
     """Stop after this many consecutive non-finite losses or gradients."""
     threads: int = 0
     """torch intra-op threads (0: torch's default)."""
+    eval_every: int = 0
+    """Validate every this many steps (jobs that validate, e.g. fine-tuning); 0: only at the end."""
+    compile: bool = False
+    """``torch.compile`` the model (see docs/benchmarks.md for when it pays)."""
 
 
 @dataclass
@@ -297,6 +310,10 @@ def validate(cfg: Config) -> None:
     need(d.num_classes >= 0, "data.num_classes", f"must be >= 0, got {d.num_classes}")
     need(d.cache_mb >= 0, "data.cache_mb", f"must be >= 0, got {d.cache_mb}")
     need(d.workers >= 0, "data.workers", f"must be >= 0, got {d.workers}")
+    need(d.repeat >= 1, "data.repeat", f"must be >= 1, got {d.repeat}")
+    need(o.batch_size % d.repeat == 0, "optim.batch_size",
+         f"{o.batch_size} clips is not a multiple of data.repeat={d.repeat}")
+    need(t.eval_every >= 0, "train.eval_every", f"must be >= 0, got {t.eval_every}")
     need(0 <= d.max_bad_fraction <= 1, "data.max_bad_fraction", f"must be in [0, 1], got {d.max_bad_fraction}")
     need(0 < k.ratio < 1, "mask.ratio", f"must be in (0, 1), got {k.ratio}")
     need(0 < k.decoder_ratio <= 1, "mask.decoder_ratio", f"must be in (0, 1], got {k.decoder_ratio}")
