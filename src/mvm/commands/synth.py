@@ -20,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gop", type=int, default=d.gop, help="H.264 keyframe interval")
     p.add_argument("--bframes", type=int, default=d.bframes, help="H.264 B-frames")
     p.add_argument("--refs", type=int, default=d.refs, help="H.264 reference frames")
+    p.add_argument("--object-masks", action="store_true",
+                   help="also write each clip's per-frame object mask beside it (NNNNN.mask.npz)")
     p.add_argument("--workers", type=int, default=1, help="processes rendering and encoding")
 
 
@@ -31,11 +33,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         s = make_synthetic(args.out_dir, clips=args.clips, val_clips=args.val_clips, frames=args.frames,
                            size=args.size, seed=args.seed, gop=args.gop, bframes=args.bframes,
-                           refs=args.refs, workers=args.workers)
+                           refs=args.refs, object_masks=args.object_masks, workers=args.workers)
     except ValueError as e:
         print(f"mvm synth: {e}", file=sys.stderr)
         return 2
     print(f"wrote {s['train']} train + {s['val']} val clips ({len(s['classes'])} classes, "
           f"{s['frames']}x{s['size']}x{s['size']}, {s['bytes'] / 1e6:.1f} MB) to {s['out_dir']} "
-          f"in {s['seconds']:.1f} s")
+          f"in {s['seconds']:.1f} s" + (" with object masks" if args.object_masks else ""))
     return 0

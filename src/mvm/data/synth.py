@@ -105,6 +105,14 @@ def render_clip(label: int, rng: np.random.Generator, frames: int, size: int) ->
         into the frame), radius and bounding box ``[x0, y0, x1, y1]`` (may cross the border, where
         the object wraps around).
     """
+    video, meta, _ = render_clip_with_mask(label, rng, frames, size)
+    return video, meta
+
+
+def render_clip_with_mask(label: int, rng: np.random.Generator, frames: int,
+                          size: int) -> tuple[np.ndarray, dict, np.ndarray]:
+    """:func:`render_clip` plus the object's per-frame mask ``[frames, size, size]`` bool (its
+    coverage > 1/2, so the soft one-pixel edge splits evenly)."""
     traj = _trajectory(CLASSES[label], rng, frames, size)
     video = _background(rng, size, traj["camera"])  # [F, S, S, 3]
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -137,16 +145,37 @@ def render_clip(label: int, rng: np.random.Generator, frames: int, size: int) ->
                      centre[:, 0] + extent, centre[:, 1] + extent], axis=1)
     meta = {"centre": np.round(centre, 2).tolist(), "radius": np.round(traj["radius"], 2).tolist(),
             "bbox": np.round(bbox, 2).tolist()}
-    return (video + 0.5).astype(np.uint8), meta
+    return (video + 0.5).astype(np.uint8), meta, alpha[..., 0] > 0.5
+
+
+def object_mask_path(video_path: str | os.PathLike) -> Path:
+    """Where ``--object-masks`` writes a clip's mask: ``NNNNN.mp4`` -> ``NNNNN.mask.npz``."""
+    p = Path(video_path)
+    return p.with_name(p.stem + ".mask.npz")
+
+
+def load_object_mask(video_path: str | os.PathLike) -> np.ndarray:
+    """The per-frame object mask ``[frames, size, size]`` bool written beside ``video_path``.
+
+    Raises:
+        FileNotFoundError: naming the mask file, when the set was made without ``object_masks``.
+    """
+    path = object_mask_path(video_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no object mask (make the set with `mvm synth --object-masks`)")
+    with np.load(path) as z:
+        return z["mask"].astype(bool)
 
 
 def _make_clip(job: tuple) -> dict:
     """Render and encode one clip (runs in a worker process when ``workers > 1``)."""
-    out_dir, split, index, label, frames, size, seed, gop, bframes, refs = job
+    out_dir, split, index, label, frames, size, seed, gop, bframes, refs, object_masks = job
     rng = np.random.default_rng([seed, _SPLITS[split], index])
-    video, meta = render_clip(label, rng, frames, size)
+    video, meta, mask = render_clip_with_mask(label, rng, frames, size)
     rel = f"{split}/{index:05d}.mp4"
     encode_video(Path(out_dir) / rel, video, gop=gop, bframes=bframes, refs=refs)
+    if object_masks:
+        np.savez_compressed(object_mask_path(Path(out_dir) / rel), mask=mask)
     return {"path": rel, "label": label, "class": CLASSES[label], **meta}
 
 
@@ -166,6 +195,7 @@ def make_synthetic(
     gop: int = 16,
     bframes: int = 0,
     refs: int = 1,
+    object_masks: bool = False,
     workers: int = 1,
 ) -> dict:
     """Write the synthetic set into ``out_dir``.
@@ -174,6 +204,8 @@ def make_synthetic(
     ``relative/path.mp4 label`` per line, space separated), ``classes.txt``, ``synth.json`` (the
     arguments and counts) and ``train_meta.json`` / ``val_meta.json`` (per clip, per frame: the
     object centre, radius and bounding box). Clip ``i`` of a split has label ``i % 8`` (balanced).
+    With ``object_masks``, each clip's per-frame object mask goes beside it as ``NNNNN.mask.npz``
+    (key ``mask``, ``[frames, size, size]`` bool; :func:`load_object_mask`).
     The list files are written last, so their presence means the set is complete.
 
     Returns:
@@ -189,7 +221,8 @@ def make_synthetic(
     jobs: dict[str, list[tuple]] = {}
     for split, n in (("train", clips), ("val", val_clips)):
         (out / split).mkdir(parents=True, exist_ok=True)
-        jobs[split] = [(str(out), split, i, i % len(CLASSES), frames, size, seed, gop, bframes, refs)
+        jobs[split] = [(str(out), split, i, i % len(CLASSES), frames, size, seed, gop, bframes, refs,
+                        object_masks)
                        for i in range(n)]
     every = jobs["train"] + jobs["val"]
     if workers > 1:
@@ -201,6 +234,8 @@ def make_synthetic(
     (out / "classes.txt").write_text("\n".join(CLASSES) + "\n")
     args = {"clips": clips, "val_clips": val_clips, "frames": frames, "size": size, "seed": seed,
             "gop": gop, "bframes": bframes, "refs": refs}
+    if object_masks:  # recorded only when set, so sets made before the option compare equal
+        args["object_masks"] = True
     summary = {"out_dir": str(out), "train": clips, "val": val_clips, "classes": list(CLASSES),
                "frames": frames, "size": size,
                "bytes": sum((out / r["path"]).stat().st_size for r in results)}
