@@ -61,37 +61,62 @@ def codec_field(decoded: DecodedVideo, block: int = 4, check_refs: bool = True) 
     Returns:
         MotionField with ``source="codec"``; ``valid[f]`` is False for frames without vectors.
     """
-    frames = decoded.frames
-    nf, h, w = frames.shape[:3]
-    flow = np.zeros((nf, *grid_shape(h, w, block), 2), np.float32)
-    valid = np.array([mv is not None and len(mv) > 0 for mv in decoded.motion_vectors[:nf]]
-                     + [False] * max(0, nf - len(decoded.motion_vectors)), bool)
-    if valid.any():
-        v = _columns(decoded.motion_vectors[:nf])
-        if (v["dir"] > 0).any():
-            v = _drop_unused_partitions(v)
-        dist = _reference_distance(frames, decoded.pict_types, v, check_refs)
-        keep = dist > 0  # references outside the decoded frames cannot be placed in time
-        v = {k: a[keep] for k, a in v.items()}
-        # P (past ref): content at src is now at dst -> dst - src = -off; B (future): src - dst = +off.
-        scale = (v["dir"] / dist[keep]).astype(np.float32)
-        disp = np.stack([v["ox"] * scale, v["oy"] * scale], 1)
-        flow, covered = _paint(v, disp, nf, h, w, block)
-        # Frames mostly without vectors (scene cuts coded intra) are filled from their neighbours.
-        valid &= covered.reshape(nf, -1).mean(1) >= MIN_COVERED
-        _fill_holes(flow, covered, valid)
+    flow, valid = codec_frames(decoded, np.arange(decoded.num_frames), block, check_refs)
     fill_invalid_frames(flow, valid)
     return MotionField(flow, valid, block, "codec", decoded.codec)
 
 
-def _columns(per_frame: list) -> dict[str, np.ndarray]:
-    """All frames' vectors as contiguous columns: frame ``f``, direction ``dir`` (-1 past, +1
-    future), block centre ``x, y`` and size ``bw, bh``, offset ``ox, oy = src - dst`` (float32)."""
-    parts = [(f, mv) for f, mv in enumerate(per_frame) if mv is not None and len(mv)]
+def codec_frames(decoded: DecodedVideo, frames: np.ndarray, block: int = 4,
+                 check_refs: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The measured field of the listed frames only, before invalid frames are filled.
+
+    Reference frames (pict types, pixels for the distance check) are looked up in all of
+    ``decoded``, so a frame's field is the same as in ``codec_field`` of the whole video, except
+    that the probe deciding whether every vector's reference is checked (module doc) sees only
+    these frames' vectors.
+
+    Args:
+        decoded: from ``decode_video(path, with_motion=True)``.
+        frames: ``[n]`` increasing frame indices into ``decoded``.
+        block, check_refs: as in ``codec_field``.
+
+    Returns:
+        flow ``[n, Hm, Wm, 2]`` float32 (zeros on invalid frames) and valid ``[n]`` bool.
+    """
+    h, w = decoded.frames.shape[1:3]
+    frames = np.asarray(frames, np.int64).reshape(-1)
+    n = frames.size
+    mvs = [decoded.motion_vectors[f] if f < len(decoded.motion_vectors) else None for f in frames]
+    flow = np.zeros((n, *grid_shape(h, w, block), 2), np.float32)
+    valid = np.array([mv is not None and len(mv) > 0 for mv in mvs], bool)
+    if not valid.any():
+        return flow, valid
+    v = _columns(mvs, frames)
+    if (v["dir"] > 0).any():
+        v = _drop_unused_partitions(v)
+    dist = _reference_distance(decoded.frames, decoded.pict_types, v, check_refs)
+    keep = dist > 0  # references outside the decoded frames cannot be placed in time
+    v = {k: a[keep] for k, a in v.items()}
+    # P (past ref): content at src is now at dst -> dst - src = -off; B (future): src - dst = +off.
+    scale = (v["dir"] / dist[keep]).astype(np.float32)
+    disp = np.stack([v["ox"] * scale, v["oy"] * scale], 1)
+    flow, covered = _paint(v, disp, n, h, w, block)
+    # Frames mostly without vectors (scene cuts coded intra) are filled from their neighbours.
+    valid &= covered.reshape(n, -1).mean(1) >= MIN_COVERED
+    _fill_holes(flow, covered, valid)
+    return flow, valid
+
+
+def _columns(per_frame: list, frames: np.ndarray) -> dict[str, np.ndarray]:
+    """The listed frames' vectors as contiguous columns: frame ``f`` (index into the video),
+    ``row`` (position in ``frames``), direction ``dir`` (-1 past, +1 future), block centre
+    ``x, y`` and size ``bw, bh``, offset ``ox, oy = src - dst`` (float32)."""
+    parts = [(r, mv) for r, mv in enumerate(per_frame) if mv is not None and len(mv)]
     mv = np.concatenate([m for _, m in parts])
     scale = np.maximum(mv["motion_scale"], 1).astype(np.float32)
+    row = np.repeat(np.array([r for r, _ in parts], np.int64), [len(m) for _, m in parts])
     return {
-        "f": np.concatenate([np.full(len(m), f, np.int64) for f, m in parts]),
+        "f": frames[row], "row": row,
         "dir": np.where(mv["source"] > 0, 1, -1).astype(np.int64),
         "x": mv["dst_x"].astype(np.float32), "y": mv["dst_y"].astype(np.float32),
         "bw": mv["w"].astype(np.float32), "bh": mv["h"].astype(np.float32),
@@ -230,7 +255,7 @@ def _paint(v: dict[str, np.ndarray], disp: np.ndarray, nf: int, h: int, w: int,
     owner = np.repeat(np.arange(len(counts)), counts)  # one entry per (vector, covered fine cell)
     local = np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
     nxo = nx[owner]
-    cell = (v["f"][owner] * hf + y0[owner] + local // nxo) * wf + x0[owner] + local % nxo
+    cell = (v["row"][owner] * hf + y0[owner] + local // nxo) * wf + x0[owner] + local % nxo
     size = nf * hf * wf
     acc = np.stack([np.bincount(cell, weights=disp[owner, 0], minlength=size),
                     np.bincount(cell, weights=disp[owner, 1], minlength=size),

@@ -25,6 +25,9 @@ from mvm.grid import TokenGrid
 log = logging.getLogger(__name__)
 
 SOURCES = ("auto", "codec", "estimate", "none")
+BLOCK_PER_SHORT_SIDE = 28  # clip_block: at most short side / 28 source pixels per motion cell
+MAX_CLIP_BLOCK = 16
+NEAREST_CHUNK = 4  # frames computed at a time when looking for a measured frame outside a clip
 _fallback_logged: set[str] = set()  # codecs for which the "estimating instead" note was logged
 
 
@@ -88,14 +91,26 @@ def frame_motion(decoded: DecodedVideo, source: str = "auto", block: int = 4,
         VideoDecodeError: ``source="codec"`` and the stream carries no motion vectors
             (``reason="no_motion_vectors"``).
     """
-    if source not in SOURCES:
-        raise ValueError(f"motion source must be one of {', '.join(SOURCES)}, got '{source}'")
-    if source == "none":
+    kind = _resolve_source(decoded, source, path)
+    if kind == "none":
         return zero_field(decoded, block)
-    if source in ("auto", "codec") and decoded.has_vectors:
+    if kind == "codec":
         from mvm.motion.codec import codec_field
 
         return codec_field(decoded, block)
+    from mvm.motion.estimate import estimate_field
+
+    return estimate_field(decoded.frames, block, codec=decoded.codec)
+
+
+def _resolve_source(decoded: DecodedVideo, source: str, path: str | None) -> str:
+    """What ``source`` means for this video: "codec", "estimate" or "none" (see ``frame_motion``)."""
+    if source not in SOURCES:
+        raise ValueError(f"motion source must be one of {', '.join(SOURCES)}, got '{source}'")
+    if source == "none":
+        return "none"
+    if source in ("auto", "codec") and decoded.has_vectors:
+        return "codec"
     if source == "codec":
         raise VideoDecodeError(path or "<video>", "no_motion_vectors",
                                f"the {decoded.codec} stream exports no motion vectors (decode it with "
@@ -104,9 +119,7 @@ def frame_motion(decoded: DecodedVideo, source: str = "auto", block: int = 4,
         _fallback_logged.add(decoded.codec)
         log.info("%s streams carry no motion vectors%s; estimating motion by block matching "
                  "(logged once per codec)", decoded.codec, f" ({path})" if path else "")
-    from mvm.motion.estimate import estimate_field
-
-    return estimate_field(decoded.frames, block, codec=decoded.codec)
+    return "estimate"
 
 
 def clip_motion(field: MotionField, indices: np.ndarray) -> np.ndarray:
@@ -126,25 +139,131 @@ def clip_motion(field: MotionField, indices: np.ndarray) -> np.ndarray:
     Returns:
         ``[T, Hm, Wm, 2]`` float32 pixels.
     """
-    idx = np.clip(np.asarray(indices, dtype=np.int64).reshape(-1), 0, field.num_frames - 1)
+    idx, first, lo, hi = _clip_span(indices, field.num_frames)
+    if idx.size == 1:
+        return field.flow[idx[0]][None].astype(np.float32)
+    return _accumulate(field.flow[lo + 1:hi + 1], lo, idx, first)
+
+
+def _clip_span(indices: np.ndarray, num_frames: int) -> tuple[np.ndarray, int | None, int, int]:
+    """Clamped indices, the frame sample 0's motion starts from (None: copy sample 1), and the
+    span ``lo, hi``: the clip's motion is a function of per-frame motion of frames ``lo+1..hi``."""
+    idx = np.clip(np.asarray(indices, dtype=np.int64).reshape(-1), 0, num_frames - 1)
     if idx.size == 0:
-        raise ValueError("clip_motion needs at least one frame index")
+        raise ValueError("clip motion needs at least one frame index")
     stride = int(idx[1] - idx[0]) if idx.size > 1 else 1
-    first = idx[0] - stride if 0 <= idx[0] - stride < field.num_frames else None
-    # Running sum over just the frames the clip spans: cum[i - lo] = sum of flow[lo+1 .. i].
+    first = int(idx[0]) - stride if 0 <= idx[0] - stride < num_frames else None
     lo = int(min(idx.min(), first if first is not None else idx.min()))
-    hi = int(idx.max())
-    cum = np.cumsum(field.flow[lo:hi + 1], axis=0, dtype=np.float64)
-    cum -= cum[0]
-    out = np.empty((idx.size, *field.flow.shape[1:]), np.float32)
+    return idx, first, lo, int(idx.max())
+
+
+def _accumulate(span: np.ndarray, lo: int, idx: np.ndarray, first: int | None) -> np.ndarray:
+    """Clip motion from ``span`` = per-frame motion of frames ``lo+1 .. hi`` (``[hi-lo, Hm, Wm, 2]``)."""
+    # cum[i - lo] = sum of the motion of frames lo+1 .. i
+    cum = np.zeros((span.shape[0] + 1, *span.shape[1:]), np.float64)
+    np.cumsum(span, axis=0, dtype=np.float64, out=cum[1:])
+    out = np.empty((idx.size, *span.shape[1:]), np.float32)
     out[1:] = cum[idx[1:] - lo] - cum[idx[:-1] - lo]
-    if first is not None:
-        out[0] = cum[idx[0] - lo] - cum[first - lo]
-    elif idx.size > 1:
-        out[0] = out[1]
-    else:
-        out[0] = field.flow[idx[0]]
+    out[0] = cum[idx[0] - lo] - cum[first - lo] if first is not None else out[1]
     return out
+
+
+def clip_block(height: int, width: int) -> int:
+    """Motion grid cell (pixels of the source) for clips cut from ``height x width`` frames.
+
+    The largest of 4, 8, 16 pixels that is at most ``short side / BLOCK_PER_SHORT_SIDE``: a
+    224-px clip has 14 tokens along its crop, at least 0.66 of the short side, so a token spans
+    at least ``short / 21`` source pixels and gets at least 1.3 cells per side (bilinearly
+    resampled, then averaged per token by ``to_token_grid``). 16 px is an H.264 macroblock.
+    """
+    block = 4
+    while block < MAX_CLIP_BLOCK and 2 * block * BLOCK_PER_SHORT_SIDE <= min(height, width):
+        block *= 2
+    return block
+
+
+def motion_for_clip(decoded: DecodedVideo, indices: np.ndarray, source: str = "auto", path: str = "",
+                    block: int | None = None) -> tuple[np.ndarray, int]:
+    """A clip's motion, computing per-frame motion only for the frames the clip needs.
+
+    Same values as ``clip_motion(frame_motion(decoded, source, block, path), indices)``: the
+    clip's motion at sample ``k`` sums per-frame motion over ``indices[k-1]+1 .. indices[k]``, so
+    only frames ``indices[0] - stride + 1 .. indices[-1]`` are turned into fields (plus, for codec
+    motion, the nearest measured frame on either side when an I-frame at the span's edge has to
+    be filled from it). One difference for codec motion: whether every vector's reference
+    distance is checked against the pixels is decided from a probe of the span's vectors, not of
+    the whole video's (``mvm.motion.codec``).
+
+    Args:
+        decoded: decoded frames (with vectors for codec motion); ``indices`` index
+            ``decoded.frames``, which may start anywhere in the file (a seek to a keyframe).
+        indices: ``[T]`` frame indices (clamped into the video, as in ``clip_motion``).
+        source: "auto", "codec", "estimate" or "none" (see ``frame_motion``).
+        path: the file, only to name it in errors and logs.
+        block: grid cell side in source pixels; None picks ``clip_block(H, W)``.
+
+    Returns:
+        motion ``[T, Hm, Wm, 2]`` float32 pixels (``Hm = ceil(H / block)``), and ``block``.
+
+    Raises:
+        ValueError, VideoDecodeError: as ``frame_motion``.
+    """
+    nf, h, w = decoded.frames.shape[:3]
+    block = clip_block(h, w) if block is None else int(block)
+    hm, wm = grid_shape(h, w, block)
+    kind = _resolve_source(decoded, source, path)
+    idx, first, lo, hi = _clip_span(indices, nf)
+    a = int(idx[0]) if idx.size == 1 else lo + 1  # first frame whose motion is needed
+    if kind == "none" or a > hi:
+        return np.zeros((idx.size, hm, wm, 2), np.float32), block
+    if kind == "estimate":
+        from mvm.motion.estimate import estimate_field
+
+        start = max(a - 1, 0)  # the frame before the span pairs with its first frame
+        span = estimate_field(decoded.frames[start:hi + 1], block, codec=decoded.codec).flow[a - start:]
+    else:
+        span = _codec_span(decoded, a, hi, block)
+    if idx.size == 1:
+        return span[:1].copy(), block
+    return _accumulate(span, lo, idx, first), block
+
+
+def _codec_span(decoded: DecodedVideo, a: int, b: int, block: int) -> np.ndarray:
+    """Codec motion of frames ``a..b`` with invalid frames filled as ``codec_field`` fills them
+    (mean of the nearest measured frames before and after, found outside the span if need be)."""
+    from mvm.motion.codec import codec_frames
+
+    nf = decoded.num_frames
+    flow, valid = codec_frames(decoded, np.arange(a, b + 1), block)
+    if not valid.all():
+        good = np.flatnonzero(valid)
+        before = after = None
+        if a > 0 and (good.size == 0 or not valid[0]):  # an invalid frame before the first measured one
+            before = _nearest_measured(decoded, range(a - 1, -1, -1), block)
+        if b < nf - 1 and (good.size == 0 or not valid[-1]):
+            after = _nearest_measured(decoded, range(b + 1, nf), block)
+        parts = [p for p in (before, (flow, valid), after) if p is not None]
+        full = np.concatenate([p[0] for p in parts])
+        fill_invalid_frames(full, np.concatenate([p[1] for p in parts]))
+        off = 0 if before is None else 1
+        flow = full[off:off + b - a + 1]
+    return flow
+
+
+def _nearest_measured(decoded: DecodedVideo, order: range, block: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The first measured frame's field in ``order`` (``[1, Hm, Wm, 2]``, ``[True]``), None if none.
+    Frames are computed a few at a time: a measured frame is usually next to the span."""
+    from mvm.motion.codec import codec_frames
+
+    frames = list(order)
+    for s in range(0, len(frames), NEAREST_CHUNK):
+        chunk = np.array(sorted(frames[s:s + NEAREST_CHUNK]))
+        flow, valid = codec_frames(decoded, chunk, block)
+        hits = np.flatnonzero(valid)
+        if hits.size:
+            pick = hits[0] if chunk[0] == frames[s] else hits[-1]  # nearest to the span
+            return flow[pick:pick + 1], valid[pick:pick + 1]
+    return None
 
 
 def to_token_grid(motion: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
