@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mvm.data.video_io import VideoDecodeError, count_frames, decode_video, encode_video
+from mvm.data.video_io import VideoDecodeError, count_frames, decode_video, encode_video, frame_index
 
 
 def _frames(t: int, size: int = 32) -> np.ndarray:
@@ -43,3 +43,34 @@ def test_bad_files_have_reasons(tmp_path):
         with pytest.raises(VideoDecodeError) as e:
             count_frames(tmp_path / name)
         assert e.value.reason == reason and name in str(e.value)
+
+
+@pytest.mark.parametrize("name,kw", [("gop.mp4", dict(gop=8)), ("bframes.mp4", dict(gop=8, bframes=2, refs=2)),
+                                     ("vp9.webm", dict(codec="libvpx-vp9")), ("mpeg4.avi", dict(codec="mpeg4"))])
+def test_seeking_decode_equals_full_decode(tmp_path, name, kw):
+    frames = np.random.default_rng(1).integers(0, 255, (40, 32, 48, 3), dtype=np.uint8)
+    encode_video(tmp_path / name, frames, **kw)
+    full = decode_video(tmp_path / name, with_motion=True)
+    pts = frame_index(tmp_path / name)
+    assert len(pts) == full.num_frames == 40
+    for start in (1, 8, 13, 39):
+        part = decode_video(tmp_path / name, start=start, max_frames=6, with_motion=True, pts=pts if start > 8 else None)
+        assert part.start == start and part.num_frames == min(6, 40 - start)
+        assert np.array_equal(part.frames, full.frames[start:start + 6])
+        # a P-frame's vectors do not depend on where decoding began
+        for a, b in zip(part.motion_vectors[1:], full.motion_vectors[start + 1:start + 6]):
+            assert (a is None) == (b is None) and (a is None or np.array_equal(a, b))
+    window = full.window(5, 9)
+    assert window.start == 5 and np.array_equal(window.frames, full.frames[5:9])
+    with pytest.raises(VideoDecodeError, match="no_frames"):
+        decode_video(tmp_path / name, start=40)
+
+
+def test_image_folder_honours_start(tmp_path):
+    from PIL import Image
+
+    frames = np.random.default_rng(2).integers(0, 255, (6, 16, 16, 3), dtype=np.uint8)
+    for i, f in enumerate(frames):
+        Image.fromarray(f).save(tmp_path / f"img_{i + 1:05d}.png")
+    part = decode_video(tmp_path, start=2, max_frames=3)
+    assert part.start == 2 and np.array_equal(part.frames, frames[2:5])

@@ -37,6 +37,7 @@ class DecodedVideo:
             None where the frame exported none (I-frames, codecs without vectors, not asked).
         pict_types: per frame, "I", "P", "B" or "?".
         has_vectors: True when any frame carried vectors.
+        start: index in the whole video of ``frames[0]`` (0 unless decoded from a later frame).
     """
 
     frames: np.ndarray
@@ -44,6 +45,17 @@ class DecodedVideo:
     codec: str
     motion_vectors: list[np.ndarray | None] = field(default_factory=list)
     pict_types: list[str] = field(default_factory=list)
+    start: int = 0
+
+    def window(self, lo: int, hi: int) -> DecodedVideo:
+        """Frames ``lo .. hi - 1`` counted within this decode (views, no copy); ``start`` follows."""
+        return DecodedVideo(self.frames[lo:hi], self.fps, self.codec, self.motion_vectors[lo:hi],
+                            self.pict_types[lo:hi], self.start + lo)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: frames plus exported motion vectors."""
+        return int(self.frames.nbytes) + sum(int(mv.nbytes) for mv in self.motion_vectors if mv is not None)
 
     @property
     def has_vectors(self) -> bool:
@@ -61,21 +73,69 @@ def _check_file(path: Path) -> None:
         raise VideoDecodeError(path, "empty_file")
 
 
+def frame_index(path: str | os.PathLike) -> np.ndarray | None:
+    """Presentation timestamps of every frame of a video, sorted: ``[F]`` int64 (a frame's index
+    is its position here). Read by demuxing packets only (nothing is decoded). None when some
+    packet carries no timestamp (then only decoding from frame 0 numbers frames exactly).
+
+    Raises:
+        VideoDecodeError: reason missing, empty_file, not_video or no_video_stream.
+    """
+    path = Path(path)
+    _check_file(path)
+    container = _open(path)
+    with container:
+        if not container.streams.video:
+            raise VideoDecodeError(path, "no_video_stream")
+        return _demux_pts(container, container.streams.video[0])
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    try:
+        return av.open(str(path))
+    except (av.error.InvalidDataError, av.error.FFmpegError, UnicodeDecodeError) as e:
+        raise VideoDecodeError(path, "not_video", str(e)) from e
+
+
+def _demux_pts(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> np.ndarray | None:
+    pts = []
+    try:
+        for packet in container.demux(stream):
+            if packet.size:  # the last packet is an empty flush marker
+                if packet.pts is None:
+                    return None
+                pts.append(packet.pts)
+    except av.error.FFmpegError:
+        pass  # a damaged tail: index what demuxed
+    return np.sort(np.asarray(pts, dtype=np.int64))
+
+
 def decode_video(
     path: str | os.PathLike,
     max_frames: int | None = None,
     with_motion: bool = False,
     threads: int = 1,
+    start: int = 0,
+    pts: np.ndarray | None = None,
 ) -> DecodedVideo:
-    """Decode a video file (or a folder of images) from its first frame.
+    """Decode frames ``start .. start + max_frames - 1`` of a video file (or a folder of images).
+
+    With ``start > 0`` the container seeks to the keyframe at or before frame ``start`` and
+    decodes from there, dropping the frames before ``start``; frame numbers come from the
+    packets' timestamps (:func:`frame_index`, or ``pts`` when the caller has it), so the frames
+    are exactly those a decode from frame 0 gives at those positions. Files whose packets carry
+    no timestamps, or whose seek lands elsewhere, are decoded from frame 0 instead.
 
     Args:
         path: video file, or a folder of image frames sorted by name.
-        max_frames: stop after this many frames (decoding always starts at frame 0, because
-            H.264 cannot skip frames without decoding them and motion needs every frame).
+        max_frames: stop after this many frames (None: to the end).
         with_motion: ask FFmpeg to export motion vectors (``flags2=+export_mvs``).
-        threads: decoder threads; 1 was fastest per video on 2 cores, parallelism comes from
-            DataLoader workers.
+        threads: decoder threads (see ``DECODE_THREADS``); parallelism comes from DataLoader workers.
+        start: first frame to return (0-based).
+        pts: the video's sorted frame timestamps from :func:`frame_index` (saves a demux pass).
+
+    Returns:
+        :class:`DecodedVideo` with ``start`` set to the index of its first frame.
 
     Raises:
         VideoDecodeError: with ``reason`` in missing, empty_file, not_video, no_video_stream,
@@ -84,50 +144,89 @@ def decode_video(
     path = Path(path)
     _check_file(path)
     if path.is_dir():
-        return _decode_image_folder(path, max_frames)
-    try:
-        container = av.open(str(path))
-    except (av.error.InvalidDataError, av.error.FFmpegError, UnicodeDecodeError) as e:
-        raise VideoDecodeError(path, "not_video", str(e)) from e
-    frames: list[np.ndarray] = []
-    mvs: list[np.ndarray | None] = []
-    types: list[str] = []
+        return _decode_image_folder(path, max_frames, start)
+    container = _open(path)
     try:
         if not container.streams.video:
             raise VideoDecodeError(path, "no_video_stream")
         stream = container.streams.video[0]
-        ctx = stream.codec_context
-        if with_motion:
-            ctx.options = {"flags2": "+export_mvs"}
-        ctx.thread_count = threads
-        ctx.thread_type = "SLICE" if threads > 1 else "NONE"
+        _configure(stream, with_motion, threads)
         fps = float(stream.average_rate) if stream.average_rate else 0.0
-        codec = ctx.name
-        try:
-            for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
-                types.append(_pict_type(frame))
-                if with_motion:
-                    sd = frame.side_data.get("MOTION_VECTORS")
-                    mvs.append(sd.to_ndarray() if sd is not None and len(sd) else None)
-                else:
-                    mvs.append(None)
-                if max_frames is not None and len(frames) >= max_frames:
-                    break
-        except av.error.FFmpegError as e:
-            # A truncated file decodes up to the damage; keep what came out if anything did.
-            if not frames:
-                raise VideoDecodeError(path, "decode_error", str(e)) from e
-            log.warning("%s: decoding stopped after %d frames: %s", path, len(frames), e)
+        out = None
+        if start > 0:
+            if pts is None:
+                pts = _demux_pts(container, stream)
+            if pts is not None and start >= len(pts):
+                raise VideoDecodeError(path, "no_frames", f"frame {start} asked of a {len(pts)}-frame video")
+            if pts is not None:
+                container.seek(int(pts[start]), backward=True, any_frame=False, stream=stream)
+                out = _decode_frames(container, stream, path, with_motion, max_frames, start, pts)
+            if out is None:  # no timestamps, or the seek missed: number frames by decoding from 0
+                log.debug("%s: cannot seek exactly; decoding from frame 0", path)
+                container.close()
+                container = _open(path)
+                stream = container.streams.video[0]
+                _configure(stream, with_motion, threads)
+        if out is None:
+            out = _decode_frames(container, stream, path, with_motion, max_frames, start, None)
+        frames, mvs, types = out
+        codec = stream.codec_context.name
     finally:
         container.close()
     if not frames:
         raise VideoDecodeError(path, "no_frames")
-    shapes = {f.shape for f in frames}
-    if len(shapes) > 1:
+    if len({f.shape for f in frames}) > 1:
         # Resolution changes mid-stream: bring every frame to the first frame's size.
         frames = [_resize_np(f, frames[0].shape[:2]) for f in frames]
-    return DecodedVideo(np.stack(frames), fps, codec, mvs, types)
+    return DecodedVideo(np.stack(frames), fps, codec, mvs, types, start=start)
+
+
+def _configure(stream: av.video.stream.VideoStream, with_motion: bool, threads: int) -> None:
+    ctx = stream.codec_context
+    if with_motion:
+        ctx.options = {"flags2": "+export_mvs"}
+    ctx.thread_count = threads
+    ctx.thread_type = "SLICE" if threads > 1 else "NONE"
+
+
+def _decode_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: Path,
+                   with_motion: bool, max_frames: int | None, start: int, pts: np.ndarray | None
+                   ) -> tuple[list[np.ndarray], list[np.ndarray | None], list[str]] | None:
+    """Frames ``start ..`` in order. With ``pts`` a frame's index is its timestamp's rank and
+    None is returned when the first kept frame is not ``start`` (the seek missed); without,
+    frames are counted from the current position, which must be frame 0."""
+    frames: list[np.ndarray] = []
+    mvs: list[np.ndarray | None] = []
+    types: list[str] = []
+    position = -1
+    try:
+        for frame in container.decode(stream):
+            if pts is not None:
+                if frame.pts is None:
+                    return None
+                position = int(np.searchsorted(pts, frame.pts))
+                if position < start:
+                    continue
+                if position != start + len(frames):
+                    return None
+            else:
+                position += 1
+                if position < start:
+                    continue
+            frames.append(frame.to_ndarray(format="rgb24"))
+            types.append(_pict_type(frame))
+            sd = frame.side_data.get("MOTION_VECTORS") if with_motion else None
+            mvs.append(sd.to_ndarray() if sd is not None and len(sd) else None)
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+    except av.error.FFmpegError as e:
+        # A truncated file decodes up to the damage; keep what came out if anything did.
+        if not frames:
+            raise VideoDecodeError(path, "decode_error", str(e)) from e
+        log.warning("%s: decoding stopped after %d frames: %s", path, len(frames), e)
+    if pts is not None and not frames:
+        return None
+    return frames, mvs, types
 
 
 def count_frames(path: str | os.PathLike) -> int | None:
@@ -174,14 +273,15 @@ def _resize_np(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((hw[1], hw[0]), Image.BILINEAR))
 
 
-def _decode_image_folder(path: Path, max_frames: int | None) -> DecodedVideo:
+def _decode_image_folder(path: Path, max_frames: int | None, start: int = 0) -> DecodedVideo:
     from PIL import Image
 
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise VideoDecodeError(path, "no_frames", "folder holds no images")
-    if max_frames is not None:
-        files = files[:max_frames]
+    if start >= len(files):
+        raise VideoDecodeError(path, "no_frames", f"frame {start} asked of {len(files)} images")
+    files = files[start:] if max_frames is None else files[start:start + max_frames]
     try:
         frames = [np.asarray(Image.open(f).convert("RGB")) for f in files]
     except OSError as e:
@@ -189,7 +289,7 @@ def _decode_image_folder(path: Path, max_frames: int | None) -> DecodedVideo:
     if len({f.shape for f in frames}) > 1:
         frames = [_resize_np(f, frames[0].shape[:2]) for f in frames]
     n = len(frames)
-    return DecodedVideo(np.stack(frames), 0.0, "image", [None] * n, ["I"] * n)
+    return DecodedVideo(np.stack(frames), 0.0, "image", [None] * n, ["I"] * n, start=start)
 
 
 def encode_video(
