@@ -37,27 +37,47 @@ def _fsync_dir(path: Path) -> None:
         pass
 
 
+def _cpu(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in sd.items()}
+
+
+def save_weights_folder(folder: str | os.PathLike, model: nn.Module | dict[str, torch.Tensor],
+                        meta: dict[str, Any], extra: dict[str, dict[str, torch.Tensor]] | None = None,
+                        state: dict[str, Any] | None = None, step: int | None = None) -> Path:
+    """Write ``model.safetensors`` (+ ``<name>.safetensors`` per ``extra``, ``state.pt``) and
+    ``meta.json`` into ``folder``, fsynced. Not atomic by itself: callers write to a temporary
+    folder and rename it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sd = model if isinstance(model, dict) else model.state_dict()
+    save_file(_cpu(sd), str(folder / "model.safetensors"))
+    for name, weights in (extra or {}).items():
+        save_file(_cpu(weights), str(folder / f"{name}.safetensors"))
+    if step is not None:
+        _maybe_fault(step)
+    if state is not None:
+        torch.save(state, folder / "state.pt")
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+    for f in folder.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    return folder
+
+
 def save_checkpoint(run_dir: str | os.PathLike, step: int, model: nn.Module | dict[str, torch.Tensor],
-                    state: dict[str, Any], meta: dict[str, Any], keep: int = 2) -> Path:
+                    state: dict[str, Any], meta: dict[str, Any], keep: int = 2,
+                    extra: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
     """Write ``run_dir/ckpt-{step:07d}`` atomically and prune all but the newest ``keep``.
 
-    ``model`` is a module or an already gathered full state dict (FSDP).
+    ``model`` is a module or an already gathered full state dict (FSDP); ``extra`` names further
+    weight files (e.g. ``{"ema": ...}`` -> ``ema.safetensors``).
     """
     run_dir = Path(run_dir)
     final = run_dir / f"ckpt-{step:07d}"
     tmp = run_dir / f".tmp-ckpt-{step:07d}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    sd = model if isinstance(model, dict) else model.state_dict()
-    weights = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
-    save_file(weights, str(tmp / "model.safetensors"))
-    _maybe_fault(step)
-    torch.save(state, tmp / "state.pt")
-    (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=1))
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    save_weights_folder(tmp, model, {"step": step, **meta}, extra=extra, state=state, step=step)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
