@@ -4,6 +4,7 @@
 write them. transformers itself is imported only by :func:`from_hf_model`/:func:`to_hf_model`.
 """
 
+from mvm.interop.clip import source_clip
 from mvm.interop.load import (
     InteropError,
     ModelSpec,
@@ -38,6 +39,7 @@ __all__ = [
     "original_to_mvm",
     "save_mvm",
     "save_original",
+    "source_clip",
     "spec_from_model",
     "to_hf_model",
 ]

@@ -251,15 +251,24 @@ def load_state(model: nn.Module, sd: dict[str, torch.Tensor], where: str) -> nn.
     return model
 
 
-def save_mvm(model: nn.Module, path: str | Path) -> Path:
-    """Write an mvm model as one safetensors file with its :class:`ModelSpec` in the header."""
+def save_mvm(model: nn.Module, path: str | Path, frames: int | None = None, size: int | None = None) -> Path:
+    """Write an mvm model as one safetensors file with its :class:`ModelSpec` in the header.
+
+    ``frames``/``size``: the clip the model was trained on, recorded (``mvm_clip``) so a later
+    export to transformers can write them into its config.
+    """
     from safetensors.torch import save_file
+
+    from mvm.interop.clip import CLIP_KEY
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     spec = spec_from_model(model)
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(weights, str(path), metadata={SPEC_KEY: json.dumps(spec.to_dict()), "format": "pt"})
+    meta = {SPEC_KEY: json.dumps(spec.to_dict()), "format": "pt"}
+    if frames or size:
+        meta[CLIP_KEY] = json.dumps({"frames": frames, "size": size})
+    save_file(weights, str(path), metadata=meta)
     return path
 
 
@@ -268,7 +277,8 @@ def load_model(path: str | Path, heads: int | None = None, decoder_heads: int | 
     """Load any supported checkpoint as an mvm model (eval mode).
 
     - a transformers VideoMAE directory (``config.json`` + safetensors or ``pytorch_model.bin``);
-    - an mvm ``.safetensors`` file or training checkpoint folder (``ckpt-*/model.safetensors``);
+    - an mvm ``.safetensors`` file, training checkpoint folder (``ckpt-*/model.safetensors``) or
+      run folder (its newest checkpoint);
     - an original VideoMAE / VideoMAE V2 ``.pth`` (pretraining or fine-tuned; ``{"model": ...}``
       and ``{"module": ...}`` wrappers accepted), read with ``weights_only=True``.
 
@@ -277,10 +287,18 @@ def load_model(path: str | Path, heads: int | None = None, decoder_heads: int | 
     """
     from mvm.interop import original
     from mvm.interop import transformers as hf
+    from mvm.interop.clip import run_checkpoint
 
     path = Path(path)
     if not path.exists():
         raise InteropError(f"{path}: no such file or folder")
+    if path.is_dir() and not (path / "config.json").is_file() and not (path / "model.safetensors").is_file():
+        ckpt = run_checkpoint(path)
+        if ckpt is None:
+            raise InteropError(f"{path}: a folder with no config.json, model.safetensors or complete ckpt-* "
+                               "checkpoint")
+        log.info("run folder %s: using its newest checkpoint %s", path, ckpt.name)
+        path = ckpt
     spec_dict: dict[str, Any] | None = None
     if path.is_dir() and (path / "config.json").is_file():
         return hf.import_transformers(path)

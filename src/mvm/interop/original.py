@@ -41,15 +41,21 @@ def mvm_to_original(model: nn.Module) -> dict[str, torch.Tensor]:
     return sd
 
 
-def save_original(model: nn.Module, path: str | Path) -> Path:
+def save_original(model: nn.Module, path: str | Path, frames: int | None = None, size: int | None = None) -> Path:
     """``torch.save({"model": state_dict, "mvm_spec": {...}}, path)`` in the original layout.
 
     The spec (plain numbers and strings) records what shapes cannot say (head counts, epsilons), so
     :func:`mvm.interop.load.load_model` rebuilds the model exactly; the original code ignores it.
+    ``frames``/``size`` (the training clip) are recorded as ``mvm_clip`` for later exports.
     """
+    from mvm.interop.clip import CLIP_KEY
+
     path = Path(path)
     if path.suffix not in (".pth", ".pt", ".bin"):
         raise InteropError(f"{path}: original checkpoints are .pth files")
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": mvm_to_original(model), SPEC_KEY: spec_from_model(model).to_dict()}, path)
+    obj = {"model": mvm_to_original(model), SPEC_KEY: spec_from_model(model).to_dict()}
+    if frames or size:
+        obj[CLIP_KEY] = {"frames": frames, "size": size}
+    torch.save(obj, path)
     return path
