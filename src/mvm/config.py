@@ -152,6 +152,42 @@ class SynthConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """Fine-tuning a classifier on an encoder (``mvm finetune``): VideoMAE's recipe by default."""
+
+    init: str = ""
+    """Checkpoint to start from: an mvm run folder (newest checkpoint), checkpoint folder or
+    ``.safetensors``, a transformers VideoMAE folder, an original VideoMAE ``.pth``. Empty: from scratch."""
+    layer_decay: float = 0.75
+    """Layer-wise lr decay: block i gets ``layer_decay ** (depth - i)``, the embedding
+    ``layer_decay ** (depth + 1)``, the head 1 (1.0 turns it off)."""
+    label_smoothing: float = 0.1
+    mixup: float = 0.8
+    """Mixup Beta(alpha, alpha) (0: off)."""
+    cutmix: float = 1.0
+    """Cutmix Beta(alpha, alpha) (0: off)."""
+    mixup_prob: float = 1.0
+    """Probability of mixing a batch at all."""
+    mixup_switch_prob: float = 0.5
+    """With both on, probability of cutmix rather than mixup for a batch."""
+    randaug_ops: int = 4
+    """RandAugment operations per clip, the same for every frame (0: off). VideoMAE: 4."""
+    randaug_magnitude: float = 7.0
+    """RandAugment magnitude in [0, 10]. VideoMAE: 7 (timm ``rand-m7-n4-mstd0.5-inc1``)."""
+    randaug_std: float = 0.5
+    """Std of the per-op jitter of the magnitude."""
+    ema: bool = False
+    """Keep an exponential moving average of the weights (validated too, saved as ema.safetensors)."""
+    ema_decay: float = 0.9999
+    head_dropout: float = 0.0
+    """Dropout before the linear head."""
+    head_init_scale: float = 0.001
+    """The head's initial weights (trunc. normal, std 0.02) are multiplied by this (VideoMAE 0.001)."""
+    val_views: str = "1x1"
+    """Views (CLIPSxCROPS) of the periodic validation; ``mvm evaluate`` does the full multi-view test."""
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -159,6 +195,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -344,6 +381,30 @@ def validate(cfg: Config) -> None:
     need(m.name in VARIANTS, "model.name", f"unknown size '{m.name}'; known: {', '.join(VARIANTS)}")
     need(k.encoder in ENCODER_MASKS, "mask.encoder", f"unknown strategy '{k.encoder}'; known: {', '.join(ENCODER_MASKS.names())}")
     need(k.decoder in DECODER_MASKS, "mask.decoder", f"unknown strategy '{k.decoder}'; known: {', '.join(DECODER_MASKS.names())}")
+    _validate_finetune(cfg.finetune)
+
+
+def _validate_finetune(f: FinetuneConfig) -> None:
+    """The ``[finetune]`` section's checks, naming the key."""
+    import re
+
+    def need(cond: bool, key: str, msg: str) -> None:
+        if not cond:
+            raise ConfigError(f"finetune.{key}: {msg}")
+
+    need(0 < f.layer_decay <= 1, "layer_decay", f"must be in (0, 1], got {f.layer_decay}")
+    need(0 <= f.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {f.label_smoothing}")
+    need(f.mixup >= 0 and f.cutmix >= 0, "mixup", f"mixup and cutmix alphas must be >= 0, got {f.mixup}, {f.cutmix}")
+    need(0 <= f.mixup_prob <= 1, "mixup_prob", f"must be in [0, 1], got {f.mixup_prob}")
+    need(0 <= f.mixup_switch_prob <= 1, "mixup_switch_prob", f"must be in [0, 1], got {f.mixup_switch_prob}")
+    need(f.randaug_ops >= 0, "randaug_ops", f"must be >= 0, got {f.randaug_ops}")
+    need(0 <= f.randaug_magnitude <= 10, "randaug_magnitude", f"must be in [0, 10], got {f.randaug_magnitude}")
+    need(f.randaug_std >= 0, "randaug_std", f"must be >= 0, got {f.randaug_std}")
+    need(0 <= f.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {f.ema_decay}")
+    need(0 <= f.head_dropout < 1, "head_dropout", f"must be in [0, 1), got {f.head_dropout}")
+    need(f.head_init_scale > 0, "head_init_scale", f"must be positive, got {f.head_init_scale}")
+    need(re.fullmatch(r"[1-9]\d*[xX][1-9]\d*", f.val_views) is not None, "val_views",
+         f"must look like CLIPSxCROPS (e.g. 1x1, 5x3), got {f.val_views!r}")
 
 
 def to_toml(cfg: Config) -> str:
