@@ -69,7 +69,7 @@ def build_corpus(root: Path) -> tuple[Path, dict[str, int]]:
     (root / "text.mp4").write_text("this is not a video\n" * 50)
     _audio_only(root / "audio.wav")
     lines += ["zero.mp4 0", "truncated.mp4 1", "text.mp4 2", "audio.wav 3", "missing.mp4 0", "good1.mp4 99"]
-    lines += ["this line has too many fields 1 2", "good2.mp4 notalabel"]
+    lines += ["good3.mp4 1 extra", "good2.mp4 notalabel"]
     lst = root / "train.txt"
     lst.write_text("\n".join(lines) + "\n")
     return lst, {"empty_file": 1, "no_video_stream": 1, "missing": 1, "bad_label": 1}

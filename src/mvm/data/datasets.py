@@ -1,139 +1,82 @@
-"""One dataset class for every source: VideoMAE list files, CSV lists and folders of videos.
+"""One dataset class for every source format (``mvm.data.formats``): clips, their motion, repeats.
 
 An item is ``{"video": [3, T, S, S] float32, "label": int, "index": int, "motion": [t, h, w, 2]
-float32, "failed": ["reason|path", ...]}``. The sample and its augmentation are functions of
-``(seed, i)`` only, and ``i`` may run past ``len`` (:class:`EpochSampler` hands out
+float32, "failed": ["reason|path", ...], "repeat": R}``; with ``repeat = R > 1`` video and motion
+gain a leading ``[R, ...]``: R clips cut from one decoded video, each with its own clip start,
+crop and flip (and, in the collate step, its own mask). Clip ``k`` of item ``i`` is a function of
+``(seed, i, k)`` only, and ``i`` may run past ``len`` (:class:`EpochSampler` hands out
 ``epoch * len + position``), so data order and augmentation replay exactly on resume and do
-not depend on which worker loads what. A file that fails to load is replaced by the next sample
-and reported in ``failed`` so the counts reach the training loop from worker processes.
+not depend on which worker loads what.
+
+A file that fails to load is marked in a shared-memory table (seen by every worker) and never
+tried again; the item falls to the next usable entry, which is the same whether or not the
+failure was already known, so items stay deterministic. The failure is reported once in
+``failed`` for the training loop's count.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
 
 from mvm.config import DataConfig
-from mvm.data.cache import CachedVideo, DecodeCache
-from mvm.data.sampling import clip_indices
+from mvm.data.cache import DecodeCache
+from mvm.data.formats import Entry, open_source
+from mvm.data.sampling import EpochSampler, clip_indices
 from mvm.data.transforms import ClipTransform
-from mvm.data.video_io import VideoDecodeError, count_frames, decode_video
+from mvm.data.video_io import DecodedVideo, VideoDecodeError, VideoInfo, decode_video, probe_video
 from mvm.grid import TokenGrid
-from mvm.motion.field import MotionField, clip_motion, frame_motion, to_token_grid
+
+__all__ = ["VideoDataset", "collate_items", "stack_items", "EpochSampler", "BadSample"]
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp")
-#: Consecutive failed samples after which loading gives up.
+#: Failed files in a row after which one item gives up.
 MAX_CONSECUTIVE_FAILURES = 50
-
-Entry = tuple[str, int]
+#: Videos whose frame index (timestamps, size) each process keeps; about 8 bytes per frame.
+INDEX_CACHE_VIDEOS = 4096
 
 
 class BadSample(Exception):
-    """A sample refused before decoding; ``reason`` is the counting tag (``bad_label``)."""
+    """A sample refused before decoding; ``reason`` is the counting tag (``bad_label``, ``empty_span``)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         self.reason = reason
         super().__init__(detail)
 
 
-def _parse_line(line: str) -> Entry | None:
-    """``path label``, ``path,label`` or ``path`` (label -1); None when malformed."""
-    fields = [f.strip() for f in line.split(",")] if "," in line else line.split()
-    if len(fields) == 1 and fields[0]:
-        return fields[0], -1
-    if len(fields) == 2 and fields[0]:
-        try:
-            return fields[0], int(fields[1])
-        except ValueError:
-            return None
-    return None
-
-
-def parse_list(path: str | os.PathLike, root: str = "") -> tuple[list[Entry], list[str]]:
-    """Read a list file, keeping going past malformed lines.
-
-    Blank lines and ``#`` comments are skipped, and so is a first line that reads like a CSV
-    header (``path,label``). Relative paths resolve against ``root``, else the list's folder.
-
-    Returns:
-        ``[(path, label), ...]`` and one ``"file:line: problem"`` message per malformed line.
-    """
-    path = Path(path)
-    base = Path(root) if root else path.parent
-    entries: list[Entry] = []
-    malformed: list[str] = []
-    with open(path, encoding="utf-8") as fh:
-        for number, raw in enumerate(fh, 1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            parsed = _parse_line(line)
-            if parsed is None:
-                if number == 1 and line.replace(" ", ",").split(",")[-1].lower() in ("label", "class", "target"):
-                    continue  # a CSV header
-                malformed.append(f"{path}:{number}: expected 'path label' (label an integer), got {line!r}")
-                continue
-            file, label = parsed
-            entries.append((str(base / file) if not os.path.isabs(file) else file, label))
-    return entries, malformed
-
-
-def read_list(path: str | os.PathLike, root: str = "") -> list[Entry]:
-    """VideoMAE list file -> ``[(path, label), ...]``.
-
-    Raises:
-        ValueError: at the first malformed line, naming the file and the line number.
-    """
-    entries, malformed = parse_list(path, root)
-    if malformed:
-        raise ValueError(malformed[0])
-    return entries
-
-
-def scan_folder(folder: str | os.PathLike) -> tuple[list[Entry], list[str]]:
-    """Every video file under ``folder``; label = index of its top sub-folder among the sorted
-    sub-folder names, or -1 for files directly in ``folder``.
-
-    Returns:
-        entries sorted by path, and the class names.
-    """
-    folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
-    tops = [p.relative_to(folder).parts[0] if p.parent != folder else None for p in files]
-    classes = sorted({t for t in tops if t is not None})
-    index = {name: i for i, name in enumerate(classes)}
-    return [(str(p), -1 if t is None else index[t]) for p, t in zip(files, tops)], classes
-
-
 class VideoDataset(torch.utils.data.Dataset):
-    """Clips with their motion from a list file, a folder, or ``[(path, label), ...]``.
+    """Clips with their motion from any annotation source, or a sequence of entries.
 
     Args:
-        source: list file, folder of videos, or a sequence of ``(path, label)``.
+        source: list file, folder, annotation file of any format in ``mvm.data.formats``
+            (``data_cfg.format``, ``data_cfg.root``), or ``[(path, label[, start, end]), ...]``.
         grid: token grid; its frames and size must match ``data_cfg``.
-        data_cfg: frames, stride, size, augmentation, motion source, ``root``, ``num_classes``.
+        data_cfg: frames, stride, size, augmentation, motion source, format, root, num_classes,
+            cache_mb, repeat.
         train: random clip start, multi-scale crop and flip; otherwise centre clip and crop.
-        seed: with the raw index, seeds every sample's clip start and augmentation.
+        seed: with the raw index (and repeat number), seeds every clip's start and augmentation.
         with_motion: compute motion (default: ``data_cfg.motion != "none"``); without it the
             item's motion is zeros so batches collate the same way.
+        repeat: clips per decoded video (default: ``data_cfg.repeat`` when training, else 1).
 
     Attributes:
-        entries: ``[(path, label), ...]``; classes: class names of a folder source (else []);
-        malformed_lines: ``"file:line: problem"`` per skipped list line;
+        entries: :class:`~mvm.data.formats.Entry` rows; classes: class names (may be empty);
+        malformed_lines: ``"file:line: problem"`` per skipped annotation line;
+        bad: ``[len]`` bool in shared memory, True for entries known to fail;
         failure_counts: ``{reason: count}`` of failures seen in this process.
+
+    Raises:
+        mvm.data.formats.DataSourceError: the source cannot be opened or holds no videos.
     """
 
-    def __init__(self, source: str | os.PathLike | Sequence[Entry], grid: TokenGrid, data_cfg: DataConfig,
-                 train: bool, seed: int = 0, with_motion: bool | None = None) -> None:
+    def __init__(self, source: str | os.PathLike | Sequence[tuple], grid: TokenGrid, data_cfg: DataConfig,
+                 train: bool, seed: int = 0, with_motion: bool | None = None, repeat: int | None = None) -> None:
         if grid.frames != data_cfg.frames or grid.size != (data_cfg.size, data_cfg.size):
             raise ValueError(f"grid covers {grid.frames}x{grid.size} but data has frames={data_cfg.frames}, "
                              f"size={data_cfg.size}")
@@ -141,135 +84,170 @@ class VideoDataset(torch.utils.data.Dataset):
         self.classes: list[str] = []
         self.malformed_lines: list[str] = []
         if isinstance(source, str | os.PathLike):
-            p = Path(source)
-            if p.is_dir():
-                self.entries, self.classes = scan_folder(p)
-            elif p.is_file():
-                self.entries, self.malformed_lines = parse_list(p, data_cfg.root)
-                for msg in self.malformed_lines:
-                    log.warning("skipping malformed line %s", msg)
-            else:
-                raise FileNotFoundError(f"data source not found: {p}")
+            src = open_source(source, data_cfg.format, data_cfg.root)
+            self.entries, self.classes, self.malformed_lines = src.entries, src.classes, src.malformed
+            for msg in self.malformed_lines:
+                log.warning("skipping malformed line %s", msg)
         else:
-            self.entries = [(str(f), int(y)) for f, y in source]
+            self.entries = [Entry(str(e[0]), int(e[1]), *e[2:4]) for e in source]
         if not self.entries:
-            raise ValueError(f"no videos in {source if isinstance(source, str | os.PathLike) else 'the list'}")
+            raise ValueError("VideoDataset got no entries")
+        self.repeat = int(repeat if repeat is not None else (data_cfg.repeat if train else 1))
+        if self.repeat < 1:
+            raise ValueError(f"repeat must be >= 1, got {self.repeat}")
         self.with_motion = data_cfg.motion != "none" if with_motion is None else with_motion
         self.motion_source = data_cfg.motion if data_cfg.motion != "none" else "auto"
         self.transform = ClipTransform(data_cfg.size, train, data_cfg.scales, data_cfg.flip,
                                        data_cfg.mean, data_cfg.std)
         self.failure_counts: Counter[str] = Counter()
-        # Each worker process gets its own copy when the DataLoader forks or pickles the dataset.
+        # Made before the DataLoader starts its workers, so forked and spawned workers share it.
+        self.bad = torch.zeros(len(self.entries), dtype=torch.bool).share_memory_()
+        # Per process (each worker gets its own copy when the DataLoader starts it).
         self.cache = DecodeCache(data_cfg.cache_mb) if data_cfg.cache_mb > 0 else None
+        self._info: OrderedDict[str, VideoInfo] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def __getitem__(self, i: int) -> dict:
         i = int(i)
-        rng = np.random.default_rng([self.seed, i])
-        failed: list[str] = []
         n = len(self.entries)
-        for attempt in range(MAX_CONSECUTIVE_FAILURES):
-            path, label = self.entries[(i + attempt) % n]  # deterministic replacement: the next one
+        failed: list[str] = []
+        last: Exception | None = None
+        for step in range(n):
+            j = (i + step) % n  # deterministic replacement: the next usable entry
+            if self.bad[j]:
+                continue
+            entry = self.entries[j]
             try:
-                video, motion = self._load(path, label, rng)
+                video, motion = self._load(entry, i)
             except Exception as e:  # any failure of one file must not stop a run
                 reason = e.reason if isinstance(e, VideoDecodeError | BadSample) else "decode_error"
-                log.debug("sample %d: %s failed (%s): %s", i, path, reason, e)
+                log.debug("sample %d: %s failed (%s): %s", i, entry.path, reason, e)
+                self.bad[j] = True
                 self.failure_counts[reason] += 1
-                failed.append(f"{reason}|{path}")
+                failed.append(f"{reason}|{entry.path}")
                 last = e
+                if len(failed) >= MAX_CONSECUTIVE_FAILURES:
+                    break
                 continue
-            return {"video": video, "label": label, "index": i, "motion": motion, "failed": failed}
-        raise RuntimeError(f"{MAX_CONSECUTIVE_FAILURES} consecutive samples failed to load from index {i}; "
-                           f"the last was {path}: {last}") from last
+            return {"video": video, "label": entry.label, "index": i, "motion": motion, "failed": failed,
+                    "repeat": self.repeat}
+        detail = f"; the last was {failed[-1].partition('|')[2]}: {last}" if failed else ""
+        raise RuntimeError(f"no usable video found from index {i}: {len(failed)} failed in this item, "
+                           f"{int(self.bad.sum())} of {n} files known bad{detail}") from last
 
-    def _load(self, path: str, label: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decode, sample and transform one file: video ``[3, T, S, S]``, motion ``[t, h, w, 2]``."""
+    def clip_rngs(self, i: int) -> list[np.random.Generator]:
+        """One generator per repeat, seeded by ``(seed, i, k)``: clip start, then crop and flip."""
+        return [np.random.default_rng([self.seed, i, k]) for k in range(self.repeat)]
+
+    def _load(self, entry: Entry, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Video ``[3, T, S, S]`` and motion ``[t, h, w, 2]`` (``[R, ...]`` each when repeat > 1)."""
         k = self.cfg.num_classes
-        if k and not -1 <= label < k:
-            raise BadSample("bad_label", f"label {label} outside [0, {k}) (data.num_classes={k})")
-        frames, field, idx = self._decode(path, rng)
-        motion, block = None, None
-        if field is not None:
-            motion, block = clip_motion(field, idx), field.block
-        video, motion_t = self.transform(frames[idx], motion, rng, block=block)
-        if motion_t is None:
-            return video, torch.zeros(*self.grid.shape, 2)
-        return video, to_token_grid(motion_t, self.grid).float()
+        if k and not -1 <= entry.label < k:
+            raise BadSample("bad_label", f"label {entry.label} outside [0, {k}) (data.num_classes={k})")
+        rngs = self.clip_rngs(i)
+        window, clips = self._decode(entry, rngs)
+        videos, motions = [], []
+        for idx, rng in zip(clips, rngs):
+            motion, block = None, None
+            if self.with_motion:
+                motion, block = _clip_motion(window, idx, self.motion_source, entry.path)
+            video, motion_t = self.transform(window.frames[idx], motion, rng, block=block)
+            videos.append(video)
+            motions.append(torch.zeros(*self.grid.shape, 2) if motion_t is None
+                           else _to_token_grid(motion_t, self.grid).float())
+        if self.repeat == 1:
+            return videos[0], motions[0]
+        return torch.stack(videos), torch.stack(motions)
 
-    def _decode(self, path: str, rng: np.random.Generator) -> tuple[np.ndarray, MotionField | None, np.ndarray]:
-        """Frames ``[F, H, W, 3]`` uint8, the motion field (None without motion) and the clip's indices.
+    def info(self, path: str) -> VideoInfo:
+        """Frame count, size and timestamps of a video, kept per process (LRU)."""
+        hit = self._info.get(path)
+        if hit is None:
+            hit = self._info[path] = probe_video(path)
+            if len(self._info) > INDEX_CACHE_VIDEOS:
+                self._info.popitem(last=False)
+        else:
+            self._info.move_to_end(path)
+        return hit
 
-        Without a cache the clip is placed from the header's frame count and decoding stops at its
-        last frame. With one the whole video is decoded and kept, so a hit and a miss give the
-        same frames, field and indices.
+    def _decode(self, entry: Entry, rngs: list[np.random.Generator]) -> tuple[DecodedVideo, list[np.ndarray]]:
+        """The decoded frames all clips need and each clip's indices into them.
+
+        Clips are placed in the entry's span from the exact frame count (packet timestamps).
+        Decoding seeks to the keyframe before the first needed frame (the clip start, less one
+        stride for motion) and stops after the last. With a cache, a video that fits the budget
+        is decoded whole once and the same window is cut from it, so items do not depend on hits.
         """
-        cfg = self.cfg
+        cfg, info = self.cfg, self.info(entry.path)
+        lo_span = max(0, entry.start or 0)
+        hi_span = min(info.num_frames, entry.end if entry.end is not None else info.num_frames)
+        if hi_span <= lo_span:
+            raise BadSample("empty_span", f"frames [{entry.start}, {entry.end}) outside a video of "
+                                          f"{info.num_frames} frames")
+        clips = [lo_span + clip_indices(hi_span - lo_span, cfg.frames, cfg.stride, self.train, rng) for rng in rngs]
+        lo = int(min(c[0] for c in clips))
+        hi = int(max(c[-1] for c in clips)) + 1
+        if self.with_motion:
+            lo = max(0, lo - cfg.stride)  # sample 0's motion sums the stride of frames before it
         codec_mv = self.with_motion and self.motion_source in ("auto", "codec")
-        if self.cache is not None:
-            hit = self.cache.get(path)
-            if hit is None:
-                decoded = decode_video(path, with_motion=codec_mv)
-                field = frame_motion(decoded, self.motion_source, path=path) if self.with_motion else None
-                hit = CachedVideo(decoded.frames, field)
-                self.cache.put(path, hit)
-            return hit.frames, hit.field, clip_indices(len(hit.frames), cfg.frames, cfg.stride, self.train, rng)
-        total = count_frames(path)
-        idx = None if total is None else clip_indices(total, cfg.frames, cfg.stride, self.train, rng)
-        decoded = decode_video(path, max_frames=None if idx is None else int(idx[-1]) + 1, with_motion=codec_mv)
-        if idx is None:
-            idx = clip_indices(decoded.num_frames, cfg.frames, cfg.stride, self.train, rng)
-        idx = np.minimum(idx, decoded.num_frames - 1)  # the header may promise more than decodes
-        field = frame_motion(decoded, self.motion_source, path=path) if self.with_motion else None
-        return decoded.frames, field, idx
+        if self.cache is not None and self.cache.fits(info.decoded_bytes()):
+            whole = self.cache.get(entry.path)
+            if whole is None:
+                whole = decode_video(entry.path, with_motion=codec_mv)
+                self.cache.put(entry.path, whole)
+            window = whole.window(lo, hi)
+        else:  # no cache, or a video larger than the budget: decode only the needed span
+            window = decode_video(entry.path, start=lo, max_frames=hi - lo, with_motion=codec_mv, pts=info.pts)
+        if window.num_frames == 0:
+            raise VideoDecodeError(entry.path, "no_frames", f"nothing decoded from frame {lo}")
+        # The last frames can fail to decode (damaged tail): repeat the last one that did.
+        return window, [np.minimum(c - lo, window.num_frames - 1) for c in clips]
+
+
+def _clip_motion(window: DecodedVideo, idx: np.ndarray, source: str, path: str) -> tuple[np.ndarray, int]:
+    """Clip motion ``[T, Hm, Wm, 2]`` and its block size, from the frames of ``window`` only."""
+    from mvm.motion.field import motion_for_clip
+
+    return motion_for_clip(window, idx, source, path=path)
+
+
+def _to_token_grid(motion: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
+    from mvm.motion.field import to_token_grid
+
+    return to_token_grid(motion, grid)
+
+
+def stack_items(items: list[dict]) -> dict:
+    """Stack dataset items into rows, one per clip (an item of R repeats gives R rows).
+
+    Returns:
+        ``video [N, 3, T, S, S]``, ``motion [N, t, h, w, 2]`` (None when no item has motion),
+        ``label``, ``index`` and ``clip`` (repeat number) ``[N]`` long, ``failed`` one flat list
+        of ``"reason|path"``; ``N = sum of the items' repeats``.
+    """
+    videos, motions, labels, index, clip = [], [], [], [], []
+    for it in items:
+        v = torch.as_tensor(it["video"])
+        r = v.shape[0] if v.dim() == 5 else 1
+        videos.append(v if r > 1 or v.dim() == 5 else v.unsqueeze(0))
+        m = it.get("motion")
+        motions.append(None if m is None else (torch.as_tensor(m) if r > 1 or m.dim() == 5
+                                                else torch.as_tensor(m).unsqueeze(0)))
+        labels += [int(it["label"])] * r
+        index += [int(it["index"])] * r
+        clip += list(range(r))
+    motion = None
+    if any(m is not None for m in motions):
+        ref = next(m for m in motions if m is not None)
+        motion = torch.cat([m if m is not None else torch.zeros(v.shape[0], *ref.shape[1:])
+                            for m, v in zip(motions, videos)])
+    return {"video": torch.cat(videos), "motion": motion, "label": torch.tensor(labels, dtype=torch.long),
+            "index": torch.tensor(index, dtype=torch.long), "clip": torch.tensor(clip, dtype=torch.long),
+            "failed": [f for it in items for f in it.get("failed") or []]}
 
 
 def collate_items(items: list[dict]) -> dict:
-    """Stack dataset items: video ``[B, 3, T, S, S]``, motion ``[B, t, h, w, 2]``, label and index
-    ``[B]`` long; ``failed`` is one flat list of ``"reason|path"`` for the whole batch."""
-    return {
-        "video": torch.stack([it["video"] for it in items]),
-        "motion": torch.stack([it["motion"] for it in items]),
-        "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
-        "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
-        "failed": [f for it in items for f in it.get("failed", [])],
-    }
-
-
-class EpochSampler(Sampler[int]):
-    """Endless ``epoch * n + perm_epoch[j]``, from sample position ``start`` on.
-
-    Position ``p`` (0, 1, 2, ... over the whole run) is epoch ``p // n``, slot ``p % n``; the
-    permutation of an epoch is seeded by ``(seed, epoch)``, so a run resumed at ``start``
-    continues exactly as the uninterrupted run would have. With ``num_replicas > 1`` each rank
-    takes every ``num_replicas``-th position (``start`` counts positions over all ranks).
-    """
-
-    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, start: int = 0,
-                 num_replicas: int = 1, rank: int = 0) -> None:
-        if n < 1:
-            raise ValueError(f"EpochSampler needs at least one sample, got n={n}")
-        if start < 0:
-            raise ValueError(f"start must be >= 0, got {start}")
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} outside [0, {num_replicas})")
-        self.n, self.seed, self.shuffle, self.start = n, seed, shuffle, start
-        self.num_replicas, self.rank = num_replicas, rank
-
-    def order(self, epoch: int) -> np.ndarray:
-        """The sample order of one epoch, ``[n]``."""
-        if not self.shuffle:
-            return np.arange(self.n)
-        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
-
-    def __iter__(self) -> Iterator[int]:
-        p = self.start + (self.rank - self.start) % self.num_replicas  # this rank's first position
-        epoch, perm = -1, np.arange(0)
-        while True:
-            e, j = divmod(p, self.n)
-            if e != epoch:
-                epoch, perm = e, self.order(e)
-            yield e * self.n + int(perm[j])
-            p += self.num_replicas
+    """:func:`stack_items` for loaders without masks (probes, evaluation)."""
+    return stack_items(items)

@@ -10,7 +10,10 @@ short videos the same way), so every clip has exactly ``frames`` indices.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
+from torch.utils.data import Sampler
 
 
 def clip_span(frames: int, stride: int) -> int:
@@ -66,3 +69,40 @@ def clip_indices(
         start = int(round(clip_index * slack / (num_clips - 1)))
     idx = start + np.arange(frames, dtype=np.int64) * stride
     return np.minimum(idx, num_frames - 1)
+
+
+class EpochSampler(Sampler[int]):
+    """Endless ``epoch * n + perm_epoch[j]``, from sample position ``start`` on.
+
+    Position ``p`` (0, 1, 2, ... over the whole run) is epoch ``p // n``, slot ``p % n``; the
+    permutation of an epoch is seeded by ``(seed, epoch)``, so a run resumed at ``start``
+    continues exactly as the uninterrupted run would have. With ``num_replicas > 1`` each rank
+    takes every ``num_replicas``-th position (``start`` counts positions over all ranks).
+    """
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True, start: int = 0,
+                 num_replicas: int = 1, rank: int = 0) -> None:
+        if n < 1:
+            raise ValueError(f"EpochSampler needs at least one sample, got n={n}")
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} outside [0, {num_replicas})")
+        self.n, self.seed, self.shuffle, self.start = n, seed, shuffle, start
+        self.num_replicas, self.rank = num_replicas, rank
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The sample order of one epoch, ``[n]``."""
+        if not self.shuffle:
+            return np.arange(self.n)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+    def __iter__(self) -> Iterator[int]:
+        p = self.start + (self.rank - self.start) % self.num_replicas  # this rank's first position
+        epoch, perm = -1, np.arange(0)
+        while True:
+            e, j = divmod(p, self.n)
+            if e != epoch:
+                epoch, perm = e, self.order(e)
+            yield e * self.n + int(perm[j])
+            p += self.num_replicas

@@ -52,11 +52,14 @@ class MaskCollator:
         decoder: decoder strategy (True = reconstructed; a subset of the encoder mask).
         seed: run seed.
 
-    ``__call__(items)`` takes dataset dicts ``{"video": [3,T,S,S], "label": int, "index": int,
-    "motion": [t,h,w,2] or None, "failed": list[str] (optional)}`` and returns ``{"video":
-    [B,3,T,S,S], "label": [B] long, "index": [B] long, "motion": [B,t,h,w,2] or None, "failed":
-    list[str], "encoder_mask": [B,N] bool, "decoder_mask": [B,N] bool, "mask_fallbacks": int}``.
-    Items without motion get zero motion (MGM then uses its SMM fallback for them).
+    ``__call__(items)`` takes dataset dicts ``{"video": [3,T,S,S] or [R,3,T,S,S], "label": int,
+    "index": int, "motion": [t,h,w,2] or [R,t,h,w,2] or None, "failed": list[str] (optional)}``
+    and returns ``{"video": [B,3,T,S,S], "label": [B] long, "index": [B] long, "clip": [B] long,
+    "motion": [B,t,h,w,2] or None, "failed": list[str], "encoder_mask": [B,N] bool,
+    "decoder_mask": [B,N] bool, "mask_fallbacks": int}`` where ``B`` counts clips (an item of R
+    repeats gives R rows, each with its own masks). Items without motion get zero motion (MGM
+    then uses its SMM fallback for them). The masks are a function of the seed and the batch's
+    ``(index, clip)`` pairs.
     """
 
     def __init__(self, grid: TokenGrid, encoder: MaskStrategy, decoder: MaskStrategy, seed: int) -> None:
@@ -66,39 +69,26 @@ class MaskCollator:
         self.seed = int(seed)
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        from mvm.data.datasets import stack_items
+
         if not items:
             raise ValueError("MaskCollator got an empty batch")
-        b = len(items)
-        video = torch.stack([torch.as_tensor(it["video"]) for it in items])
-        label = torch.tensor([int(it["label"]) for it in items], dtype=torch.long)
-        index = torch.tensor([int(it["index"]) for it in items], dtype=torch.long)
-        failed: list[str] = []
+        shape = (*self.grid.shape, 2)
         for it in items:
-            failed.extend(it.get("failed") or [])
-        motion = self._stack_motion(items)
-        gen = batch_generator(self.seed, index)
+            m = it.get("motion")
+            if m is not None and tuple(m.shape[-4:]) != shape:
+                raise ValueError(f"item motion must be [t, h, w, 2] = {list(shape)}, got {list(m.shape)}")
+        batch = stack_items(items)  # an item of R repeats gives R rows, each masked on its own
+        b, motion = batch["video"].shape[0], batch["motion"]
+        if motion is not None:
+            motion = batch["motion"] = motion.float()
+        gen = batch_generator(self.seed, batch["index"] * 1024 + batch["clip"])
         before = getattr(self.encoder, "fallbacks", 0)
         enc = self.encoder(self.grid, b, gen, MaskContext(motion=motion))
         dec = self.decoder(self.grid, b, gen, MaskContext(motion=motion, encoder_mask=enc))
-        return {"video": video, "label": label, "index": index, "motion": motion, "failed": failed,
-                "encoder_mask": enc, "decoder_mask": dec,
-                "mask_fallbacks": getattr(self.encoder, "fallbacks", 0) - before}
-
-    def _stack_motion(self, items: list[dict[str, Any]]) -> torch.Tensor | None:
-        present = [it.get("motion") for it in items]
-        if all(m is None for m in present):
-            return None
-        shape = (*self.grid.shape, 2)
-        out = []
-        for m in present:
-            if m is None:
-                out.append(torch.zeros(shape))
-                continue
-            m = torch.as_tensor(m, dtype=torch.float32)
-            if tuple(m.shape) != shape:
-                raise ValueError(f"item motion must be [t, h, w, 2] = {list(shape)}, got {list(m.shape)}")
-            out.append(m)
-        return torch.stack(out)
+        batch.update(encoder_mask=enc, decoder_mask=dec,
+                     mask_fallbacks=getattr(self.encoder, "fallbacks", 0) - before)
+        return batch
 
     def __repr__(self) -> str:
         return f"MaskCollator(grid={self.grid.shape}, encoder={self.encoder}, decoder={self.decoder}, seed={self.seed})"
