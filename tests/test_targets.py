@@ -87,3 +87,39 @@ def test_motion_target_refuses_bad_input() -> None:
         motion_target(torch.zeros(2, 3, 4, 2))
     with pytest.raises(ValueError, match="scale"):
         motion_target(torch.zeros(1, 1, 1, 1, 2), scale=0.0)
+
+
+def test_token_loss_against_hand_computation_and_only_decoded_tokens() -> None:
+    """Factorised CE: per decoded token and level, -log softmax(group)[digit], averaged; tokens
+    outside ``decode_idx`` do not move the loss whatever their digits."""
+    import math
+
+    from mvm.targets import token_loss
+
+    g = torch.Generator().manual_seed(3)
+    levels = [3, 2, 4]
+    b, n, k = 2, 6, 2
+    digits = torch.stack([torch.randint(0, v, (b, n), generator=g) for v in levels], dim=-1)  # [B, N, 3]
+    logits = torch.randn(b, k, sum(levels), generator=g)
+    decode_idx = torch.tensor([[1, 4], [0, 5]])
+    expected = 0.0
+    for i in range(b):
+        for j in range(k):
+            tok = int(decode_idx[i, j])
+            start = 0
+            for lv, size in enumerate(levels):
+                group = logits[i, j, start:start + size].tolist()
+                lse = math.log(sum(math.exp(x) for x in group))
+                expected += lse - group[int(digits[i, tok, lv])]
+                start += size
+    expected /= b * k * len(levels)
+    loss = token_loss(logits, digits, decode_idx, levels)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    other = digits.clone()
+    other[0, [0, 2, 3, 5]] = 0  # tokens row 0 does not decode
+    other[1, [1, 2, 3, 4]] = 1
+    assert float(token_loss(logits, other, decode_idx, levels)) == pytest.approx(expected, rel=1e-6)
+    other[0, 1, 0] = (digits[0, 1, 0] + 1) % 3  # a decoded token's digit does move it
+    assert float(token_loss(logits, other, decode_idx, levels)) != pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="sum"):
+        token_loss(logits[..., :-1], digits, decode_idx, levels)

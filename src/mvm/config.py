@@ -109,7 +109,11 @@ class TrainConfig:
     out: str = "runs/pretrain"
     seed: int = 0
     target: str = "norm_pix"
-    """Reconstruction target: norm_pix (VideoMAE) or pixel."""
+    """Reconstruction target: norm_pix (VideoMAE), pixel, or tokens (LVMAE: the FSQ codes of the
+    tokenizer in ``train.tokenizer``, factorised cross-entropy over its levels)."""
+    tokenizer: str = ""
+    """A ``mvm tokenizer train`` run folder: its frozen tokenizer gives the token targets and the
+    scores of ``mask.decoder = "adaptive"``. Its tubelet and patch must be the model's."""
     motion_weight: float = 0.0
     """Weight of the codec-motion target (ours): > 0 adds a linear head on the encoder that predicts
     the motion of every visible token, read from the codec's motion vectors while decoding; the
@@ -188,6 +192,26 @@ class FinetuneConfig:
 
 
 @dataclass
+class TokenizerConfig:
+    """The LVMAE video tokenizer (``mvm tokenizer train``); tubelet and patch come from ``model``."""
+
+    size: str = "tiny"
+    """Named size: tiny (CPU) or base (MAGVIT-v1 base widths, GPU); see ``mvm.tokenizer.model``."""
+    quantizer: str = "fsq"
+    """fsq (finite scalar quantisation) or lfq (lookup-free: levels must all be 2, one bit each)."""
+    levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])
+    """Quantiser levels per code dimension; the codebook has their product entries."""
+    budget: float = 0.15
+    """Share of the tokens the differentiable top-k keeps (LVMAE's decoder budget)."""
+    temperature: float = 0.5
+    """Width of the top-k's sigmoid surrogate, in standard deviations of a clip's scores."""
+    all_weight: float = 1.0
+    """Weight of the reconstruction from every token next to the one from the top-k alone."""
+    eval_clips: int = 64
+    """Validation clips for PSNR (all / top-k / random-k) and the object hit rate."""
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -196,6 +220,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    tokenizer: TokenizerConfig = field(default_factory=lambda: TokenizerConfig())
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -365,7 +390,22 @@ def validate(cfg: Config) -> None:
     need(o.clip_grad >= 0, "optim.clip_grad", f"must be >= 0, got {o.clip_grad}")
     need(t.parallel in ("ddp", "fsdp"), "train.parallel", f"must be ddp or fsdp, got '{t.parallel}'")
     need(t.steps >= 1, "train.steps", f"must be >= 1, got {t.steps}")
-    need(t.target in ("norm_pix", "pixel"), "train.target", f"must be norm_pix or pixel, got '{t.target}'")
+    need(t.target in ("norm_pix", "pixel", "tokens"), "train.target",
+         f"must be norm_pix, pixel or tokens, got '{t.target}'")
+    need(t.target != "tokens" or bool(t.tokenizer), "train.tokenizer",
+         "train.target = tokens needs a tokenizer run folder (mvm tokenizer train)")
+    need(k.decoder != "adaptive" or bool(t.tokenizer), "train.tokenizer",
+         "mask.decoder = adaptive needs a tokenizer run folder for its scores (mvm tokenizer train)")
+    tk = cfg.tokenizer
+    need(tk.size in ("tiny", "base"), "tokenizer.size", f"must be tiny or base, got '{tk.size}'")
+    need(tk.quantizer in ("fsq", "lfq"), "tokenizer.quantizer", f"must be fsq or lfq, got '{tk.quantizer}'")
+    need(bool(tk.levels) and all(v >= 2 for v in tk.levels), "tokenizer.levels", f"need values >= 2, got {tk.levels}")
+    need(tk.quantizer != "lfq" or all(v == 2 for v in tk.levels), "tokenizer.levels",
+         f"LFQ codes are bits: every level must be 2, got {tk.levels}")
+    need(0 < tk.budget <= 1, "tokenizer.budget", f"must be in (0, 1], got {tk.budget}")
+    need(tk.temperature > 0, "tokenizer.temperature", f"must be positive, got {tk.temperature}")
+    need(tk.all_weight >= 0, "tokenizer.all_weight", f"must be >= 0, got {tk.all_weight}")
+    need(tk.eval_clips >= 1, "tokenizer.eval_clips", f"must be >= 1, got {tk.eval_clips}")
     need(t.motion_weight >= 0, "train.motion_weight", f"must be >= 0, got {t.motion_weight}")
     need(t.motion_scale > 0, "train.motion_scale", f"must be positive, got {t.motion_scale}")
     need(t.motion_weight == 0 or d.motion != "none", "train.motion_weight",

@@ -84,3 +84,36 @@ def motion_target(motion: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     if scale <= 0:
         raise ValueError(f"scale must be positive, got {scale}")
     return motion.float().flatten(1, 3) / scale
+
+
+def token_loss(logits: torch.Tensor, digits: torch.Tensor, decode_idx: torch.Tensor,
+               levels: list[int] | tuple[int, ...]) -> torch.Tensor:
+    """LVMAE token target: cross-entropy factorised over the quantiser's levels, decoded tokens only.
+
+    A code of an FSQ codebook with levels ``[L_1, ..., L_m]`` is ``m`` digits, digit ``i`` in
+    ``[0, L_i)``. The head predicts ``sum(levels)`` logits per token; each consecutive group of
+    ``L_i`` logits is one small softmax over digit ``i`` (ours: the paper leaves the loss open; a
+    single softmax would need ``prod(levels)`` outputs, 1000 for ``[8, 5, 5, 5]``, 64000 for
+    MAGVIT-2-sized codebooks).
+
+    Args:
+        logits: ``[B, K, sum(levels)]``, row ``k`` for token ``decode_idx[:, k]``.
+        digits: ``[B, N, m]`` long, the tokenizer's per-level digits of every token.
+        decode_idx: ``[B, K]`` long, the decoded tokens (only these count).
+        levels: the quantiser's levels.
+
+    Returns:
+        scalar: the mean over the ``B*K*m`` per-level cross-entropies.
+    """
+    levels = [int(v) for v in levels]
+    if logits.shape[:2] != decode_idx.shape or logits.shape[-1] != sum(levels):
+        raise ValueError(f"logits {tuple(logits.shape)} must be [B, K, sum(levels)={sum(levels)}] for "
+                         f"decode_idx {tuple(decode_idx.shape)}")
+    if digits.dim() != 3 or digits.shape[-1] != len(levels):
+        raise ValueError(f"digits must be [B, N, {len(levels)}], got {tuple(digits.shape)}")
+    labels = torch.gather(digits, 1, decode_idx[..., None].expand(-1, -1, len(levels)))  # [B, K, m]
+    losses = [
+        torch.nn.functional.cross_entropy(part.float().flatten(0, 1), labels[..., i].flatten())
+        for i, part in enumerate(logits.split(levels, dim=-1))
+    ]
+    return torch.stack(losses).mean()

@@ -1,10 +1,10 @@
 """Mask strategies. Importing this package registers every built-in strategy.
 
 Encoder masks (``ENCODER_MASKS``): random, frame_random, tube, smm, mgm.
-Decoder masks (``DECODER_MASKS``): none, random, running_cell.
+Decoder masks (``DECODER_MASKS``): none, random, running_cell, adaptive (LVMAE; needs token scores).
 """
 
-from mvm.masking import decoder, motion, random, tube  # noqa: F401  (registration side effects)
+from mvm.masking import adaptive, decoder, motion, random, tube  # noqa: F401  (registration side effects)
 from mvm.masking.base import (
     DECODER_MASKS,
     ENCODER_MASKS,

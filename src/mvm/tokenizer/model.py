@@ -1,0 +1,187 @@
+"""The LVMAE video tokenizer: MAGVIT-style 3D-conv autoencoder, FSQ codes, token scorer, top-k.
+
+    clip [B, 3, T, H, W] --encoder (res blocks; log2(patch) stride-2 stages in space, the first
+        log2(tubelet) of them also in time)--> h [B, D, t, h, w]   (t, h, w) = the MAE's token grid
+    h --quantizer--> zq [B, D, t, h, w], codes [B, N]
+    h --scorer (small CNN)--> scores [B, N]
+    zq * keep ++ keep --decoder (mirrors the encoder, nearest upsampling)--> recon [B, 3, T, H, W]
+
+``keep`` is all ones (reconstruct from every token) or the straight-through top-k of the scores
+(``topk.py``): tokens outside it are zeroed and the decoder is told which (the extra channel), so
+it must reconstruct the clip from the kept tokens alone and the scorer learns which ones carry it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mvm.grid import TokenGrid
+from mvm.tokenizer.quantize import Quantizer
+from mvm.tokenizer.topk import straight_through_topk
+
+
+@dataclass(frozen=True)
+class TokenizerSize:
+    """One named size: base channels, per-stage channel multipliers and residual blocks (the last
+    entry repeats for deeper grids), latent channels and scorer width. MAGVIT-v1 base, for scale:
+    64, (1, 2, 2, 4), 2 blocks, 256."""
+
+    channels: int
+    mults: tuple[int, ...]
+    blocks: tuple[int, ...]
+    embed_dim: int
+    scorer: int
+
+
+TOKENIZER_SIZES: dict[str, TokenizerSize] = {
+    # ours, for a 2-core CPU: no residual block at full resolution, where it would cost most
+    "tiny": TokenizerSize(8, (1, 2, 4, 8), (0, 1, 1), 16, 16),
+    "base": TokenizerSize(64, (1, 2, 2, 4), (2,), 256, 64),  # MAGVIT-v1 base widths, GPU
+}
+
+
+def _norm(c: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, c), c, eps=1e-6)
+
+
+class ResBlock3d(nn.Module):
+    """GroupNorm-SiLU-Conv3d twice plus a (1x1x1-projected) skip: ``[B, cin, ...] -> [B, cout, ...]``."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(_norm(cin), nn.SiLU(), nn.Conv3d(cin, cout, 3, padding=1),
+                                  _norm(cout), nn.SiLU(), nn.Conv3d(cout, cout, 3, padding=1))
+        self.skip = nn.Conv3d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(x) + self.body(x)
+
+
+def _stages(tubelet: int, patch: int) -> list[int]:
+    """Temporal stride of each stage (2 for the first log2(tubelet), then 1); one stage per 2x in space."""
+    for name, v in (("tubelet", tubelet), ("patch", patch)):
+        if v < 1 or v & (v - 1):
+            raise ValueError(f"the tokenizer needs a power-of-two {name}, got {v}")
+    n_sp, n_t = int(math.log2(patch)), int(math.log2(tubelet))
+    if n_t > n_sp:
+        raise ValueError(f"tubelet={tubelet} needs more downsampling stages than patch={patch} gives")
+    return [2 if i < n_t else 1 for i in range(n_sp)]
+
+
+class VideoTokenizer(nn.Module):
+    """MAGVIT-style tokenizer whose latent grid is the MAE token grid.
+
+    Args:
+        size: a :class:`TokenizerSize`.
+        tubelet, patch: the MAE's token geometry (powers of two).
+        quantizer: ``"fsq"`` or ``"lfq"``; levels: its levels (see :class:`Quantizer`).
+        temperature: sigmoid width of the straight-through top-k.
+    """
+
+    def __init__(self, size: TokenizerSize, tubelet: int = 2, patch: int = 8, quantizer: str = "fsq",
+                 levels: list[int] | tuple[int, ...] = (8, 5, 5, 5), temperature: float = 0.5) -> None:
+        super().__init__()
+        self.tubelet, self.patch, self.temperature = tubelet, patch, temperature
+        strides = _stages(tubelet, patch)
+        mults = [size.mults[min(i, len(size.mults) - 1)] for i in range(len(strides) + 1)]
+        blocks = [size.blocks[min(i, len(size.blocks) - 1)] for i in range(len(strides))]
+        chans = [size.channels * m for m in mults]
+        enc: list[nn.Module] = [nn.Conv3d(3, chans[0], 3, padding=1)]
+        for i, st in enumerate(strides):
+            enc += [ResBlock3d(chans[i], chans[i]) for _ in range(blocks[i])]
+            enc.append(nn.Conv3d(chans[i], chans[i + 1], 3, stride=(st, 2, 2), padding=1))
+        enc += [ResBlock3d(chans[-1], chans[-1]), _norm(chans[-1]), nn.SiLU(),
+                nn.Conv3d(chans[-1], size.embed_dim, 1)]
+        self.encoder = nn.Sequential(*enc)
+        self.quantizer = Quantizer(size.embed_dim, quantizer, levels)
+        self.scorer = nn.Sequential(nn.Conv3d(size.embed_dim, size.scorer, 3, padding=1), nn.SiLU(),
+                                    nn.Conv3d(size.scorer, size.scorer, 3, padding=1), nn.SiLU(),
+                                    nn.Conv3d(size.scorer, 1, 1))
+        self.dec_in = nn.Conv3d(size.embed_dim + 1, chans[-1], 3, padding=1)  # +1: the keep channel
+        self.dec_mid = ResBlock3d(chans[-1], chans[-1])
+        self.up_strides = list(reversed(strides))
+        ups = []
+        for j, _ in enumerate(self.up_strides):
+            i = len(strides) - 1 - j  # mirror of encoder stage i
+            ups.append(nn.ModuleList([nn.Conv3d(chans[i + 1], chans[i], 3, padding=1),
+                                      *[ResBlock3d(chans[i], chans[i]) for _ in range(blocks[i])]]))
+        self.ups = nn.ModuleList(ups)
+        self.dec_out = nn.Sequential(_norm(chans[0]), nn.SiLU(), nn.Conv3d(chans[0], 3, 3, padding=1))
+
+    @property
+    def levels(self) -> list[int]:
+        return self.quantizer.levels
+
+    def grid_for(self, video: torch.Tensor) -> TokenGrid:
+        """The token grid of a ``[B, 3, T, H, W]`` clip (refuses clips that do not divide)."""
+        return TokenGrid.from_clip(video.shape[2], tuple(video.shape[3:]), self.tubelet, self.patch)
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, T, H, W]`` normalised clip -> latents ``[B, D, t, h, w]`` on the token grid."""
+        self.grid_for(video)
+        return self.encoder(video)
+
+    def score(self, h: torch.Tensor) -> torch.Tensor:
+        """Encoder latents ``[B, D, t, h, w]`` -> one score per token ``[B, N]`` (higher = keep)."""
+        return self.scorer(h).flatten(1).float()
+
+    def decode(self, zq: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Quantised latents ``[B, D, t, h, w]`` and ``keep`` ``[B, N]`` (None: all) -> clip ``[B, 3, T, H, W]``."""
+        b, _, t, h, w = zq.shape
+        keep = zq.new_ones(b, t * h * w) if keep is None else keep
+        k = keep.to(zq.dtype).view(b, 1, t, h, w)
+        x = self.dec_mid(self.dec_in(torch.cat([zq * k, k], dim=1)))
+        for st, (conv, *blocks) in zip(self.up_strides, self.ups, strict=True):
+            x = conv(F.interpolate(x, scale_factor=(st, 2, 2), mode="nearest"))
+            for blk in blocks:
+                x = blk(x)
+        return self.dec_out(x)
+
+    @torch.no_grad()
+    def tokenize(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What a frozen tokenizer gives the MAE: codes ``[B, N]`` long and scores ``[B, N]`` float32."""
+        h = self.encode(video)
+        _, codes, _ = self.quantizer(h)
+        return codes, self.score(h)
+
+    def forward(self, video: torch.Tensor, k: int, all_tokens: bool = True) -> TokenizerOutput:
+        """Encode, quantise, score, keep the top ``k`` tokens, decode.
+
+        Args:
+            video: ``[B, 3, T, H, W]`` normalised clip.
+            k: tokens kept per clip by the differentiable top-k.
+            all_tokens: also decode from every token (``recon_all``).
+        """
+        h = self.encode(video)
+        zq, codes, aux = self.quantizer(h)
+        scores = self.score(h)
+        keep = straight_through_topk(scores, k, self.temperature)
+        recon_topk = self.decode(zq, keep)
+        recon_all = self.decode(zq) if all_tokens else None
+        return TokenizerOutput(recon_all, recon_topk, scores, keep, codes, aux)
+
+
+@dataclass
+class TokenizerOutput:
+    """``recon_all``/``recon_topk``: ``[B, 3, T, H, W]`` (normalised space; ``recon_all`` may be
+    None); ``scores``, ``keep``: ``[B, N]``; ``codes``: ``[B, N]`` long; ``aux``: scalar."""
+
+    recon_all: torch.Tensor | None
+    recon_topk: torch.Tensor
+    scores: torch.Tensor
+    keep: torch.Tensor
+    codes: torch.Tensor
+    aux: torch.Tensor
+
+
+def build_tokenizer(name: str = "tiny", tubelet: int = 2, patch: int = 8, quantizer: str = "fsq",
+                    levels: list[int] | tuple[int, ...] = (8, 5, 5, 5), temperature: float = 0.5) -> VideoTokenizer:
+    """A :class:`VideoTokenizer` of a named size (``tiny`` or ``base``)."""
+    if name not in TOKENIZER_SIZES:
+        raise KeyError(f"unknown tokenizer size '{name}'; known: {', '.join(TOKENIZER_SIZES)}")
+    return VideoTokenizer(TOKENIZER_SIZES[name], tubelet, patch, quantizer, levels, temperature)

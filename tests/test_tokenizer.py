@@ -1,0 +1,88 @@
+"""The LVMAE tokenizer: grid, codes, digits, the differentiable top-k, gradients to the scorer."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mvm.tokenizer import build_tokenizer, straight_through_topk, topk_mask
+from mvm.tokenizer.quantize import Quantizer
+
+
+@pytest.fixture(scope="module")
+def tok():
+    torch.manual_seed(0)
+    return build_tokenizer("tiny", tubelet=2, patch=8)
+
+
+def test_shapes_grid_and_code_ranges(tok):
+    video = torch.randn(2, 3, 4, 32, 16)
+    out = tok(video, k=3)
+    n = (4 // 2) * (32 // 8) * (16 // 8)  # the MAE token grid: T/tubelet x H/patch x W/patch
+    assert out.recon_all.shape == out.recon_topk.shape == video.shape
+    assert out.scores.shape == out.keep.shape == out.codes.shape == (2, n)
+    assert out.codes.dtype == torch.long
+    assert 0 <= int(out.codes.min()) and int(out.codes.max()) < math.prod(tok.levels) == 1000
+    digits = tok.quantizer.digits(out.codes)
+    assert digits.shape == (2, n, 4)
+    for i, lv in enumerate(tok.levels):
+        assert 0 <= int(digits[..., i].min()) and int(digits[..., i].max()) < lv
+    # digits are the mixed-radix expansion of the code, and match the library's own
+    assert torch.equal((digits * tok.quantizer.basis).sum(-1), out.codes)
+    assert torch.equal(digits, tok.quantizer.q.indices_to_level_indices(out.codes).long())
+    codes, scores = tok.tokenize(video)
+    assert torch.equal(codes, out.codes) and torch.allclose(scores, out.scores)
+    with pytest.raises(ValueError, match="divisible"):
+        tok(torch.randn(1, 3, 3, 32, 32), k=1)
+    with pytest.raises(ValueError, match="power-of-two patch"):
+        build_tokenizer("tiny", tubelet=2, patch=12)
+
+
+def test_lfq_option_gives_bits():
+    q = Quantizer(8, "lfq", [2] * 6)
+    zq, codes, aux = q(torch.randn(2, 8, 1, 2, 2))
+    assert zq.shape == (2, 8, 1, 2, 2) and codes.shape == (2, 4) and int(codes.max()) < 64
+    assert torch.isfinite(aux)
+    assert set(q.digits(codes).unique().tolist()) <= {0, 1}
+    with pytest.raises(ValueError, match="bits"):
+        Quantizer(8, "lfq", [8, 5])
+
+
+@pytest.mark.parametrize("k", [1, 5, 12, 16])
+def test_topk_keeps_exactly_k(k):
+    scores = torch.randn(3, 16, generator=torch.Generator().manual_seed(k), requires_grad=True)
+    keep = straight_through_topk(scores, k)
+    assert torch.equal(keep.detach(), topk_mask(scores.detach(), k))
+    assert set(keep.detach().unique().tolist()) <= {0.0, 1.0} and (keep.sum(1) == k).all()
+    assert keep.detach()[torch.arange(3)[:, None], scores.topk(k, 1).indices].eq(1).all()
+    keep.sum().backward()  # differentiable for every k, also k = N
+    with pytest.raises(ValueError):
+        straight_through_topk(scores, 0)
+
+
+def test_topk_gradient_raises_the_tokens_that_help():
+    """d/dscore of a loss that rewards keeping token 0: its score gets the gradient that raises it."""
+    scores = torch.zeros(1, 8)
+    scores[0, :4] = torch.tensor([0.1, 2.0, 1.5, 1.0])  # token 0 is just below the cut (k=3)
+    scores.requires_grad_(True)
+    keep = straight_through_topk(scores, 3)
+    assert keep[0, 0] == 0
+    (-keep[0, 0]).backward()
+    assert scores.grad[0, 0] < 0  # gradient descent raises token 0's score
+
+
+def test_gradients_reach_the_scorer_through_the_topk(tok):
+    tok.zero_grad()
+    video = torch.randn(2, 3, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    out = tok(video, k=2, all_tokens=False)
+    out.recon_topk.sub(video).pow(2).mean().backward()
+    for name, p in tok.scorer.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    # and nothing else feeds the scorer: without the top-k its parameters get no gradient
+    tok.zero_grad()
+    h = tok.encode(video)
+    zq, _, _ = tok.quantizer(h)
+    tok.decode(zq).pow(2).mean().backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in tok.scorer.parameters())
