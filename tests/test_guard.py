@@ -14,6 +14,19 @@ def test_bad_data_counts_and_threshold():
         t.update(2, ["not_video|c.mp4", "not_video|d.mp4", "not_video|e.mp4"])
 
 
+def test_bad_data_threshold_on_distinct_files_against_the_dataset_size():
+    six = BadDataTracker(max_fraction=0.1, dataset_size=6)
+    for _ in range(10):  # one bad file of six, reported again by a racing worker: trains on
+        six.update(4, ["not_video|bad.mp4"])
+    assert six.summary() == {"bad_samples": 1, "bad_by_reason": {"not_video": 1}, "bad_files": 1}
+    with pytest.raises(TooMuchBadData, match=r"2 of the 6 files failed .*at most 1"):
+        six.update(4, ["missing|gone.mp4"])
+    big = BadDataTracker(max_fraction=0.2, dataset_size=10)
+    big.update(1, ["missing|a", "missing|b"])
+    with pytest.raises(TooMuchBadData):
+        big.update(1, ["missing|c"])
+
+
 def test_bad_data_state_round_trip():
     t = BadDataTracker(1.0)
     t.update(4, ["missing|a.mp4"])

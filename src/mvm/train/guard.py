@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import signal
 from collections import Counter
 from types import FrameType
@@ -19,42 +20,73 @@ class TooManyNonFinite(RuntimeError):
 
 
 class BadDataTracker:
-    """Counts samples replaced because their file failed to load, by reason (``reason|path`` entries)."""
+    """Counts files that failed to load (``"reason|path"`` entries from the batches) and stops
+    the run when too many of the data set's files are bad.
 
-    def __init__(self, max_fraction: float, min_samples: int = 20) -> None:
+    The dataset remembers a failed file and never draws it again, so each file is logged once
+    and counted once. With ``dataset_size`` the threshold is judged on DISTINCT bad files
+    against the data set: the run stops when more than ``ceil(max_fraction * dataset_size)``
+    files are bad (rounded up, so a 6-file set with one bad file trains on). Without it
+    (``dataset_size=0``) the share of failed draws is judged once ``min_samples`` were drawn.
+    """
+
+    def __init__(self, max_fraction: float, dataset_size: int = 0, min_samples: int = 20) -> None:
         self.max_fraction = max_fraction
+        self.dataset_size = int(dataset_size)
         self.min_samples = min_samples
         self.by_reason: Counter[str] = Counter()
         self.files: dict[str, str] = {}
         self.good = 0
+        self.draws = 0  # failed draws, repeats of a known file included
+
+    @property
+    def allowed(self) -> int:
+        """Distinct bad files tolerated (with a known dataset size)."""
+        return math.ceil(self.max_fraction * self.dataset_size - 1e-9)
 
     def update(self, batch_size: int, failed: list[str]) -> None:
+        """Count one batch of ``batch_size`` good clips and its failures.
+
+        Raises:
+            TooMuchBadData: over the threshold (see the class docstring).
+        """
         self.good += batch_size
         for entry in failed:
             reason, _, path = entry.partition("|")
-            if path not in self.files:
-                log.warning("skipped %s (%s); a replacement sample was used", path, reason)
+            self.draws += 1
+            if path in self.files:
+                continue  # a worker that had not yet seen the shared table tried it again
+            log.warning("skipping %s (%s); it is not drawn again", path, reason)
             self.by_reason[reason] += 1
             self.files[path] = reason
-        bad = sum(self.by_reason.values())
-        seen = bad + self.good
-        if seen >= self.min_samples and bad / seen > self.max_fraction:
-            worst = ", ".join(f"{r}: {n}" for r, n in self.by_reason.most_common())
+        bad = len(self.files)
+        worst = ", ".join(f"{r}: {n}" for r, n in self.by_reason.most_common())
+        example = next(iter(self.files), "")
+        if self.dataset_size:
+            if bad > self.allowed:
+                raise TooMuchBadData(
+                    f"{bad} of the {self.dataset_size} files failed to load ({worst}), over "
+                    f"data.max_bad_fraction={self.max_fraction} (at most {self.allowed}); e.g. {example}")
+            return
+        seen = self.draws + self.good
+        if seen >= self.min_samples and self.draws / seen > self.max_fraction:
             raise TooMuchBadData(
-                f"{bad} of {seen} samples drawn so far failed to load ({worst}), over "
-                f"data.max_bad_fraction={self.max_fraction}; e.g. {next(iter(self.files))}")
+                f"{self.draws} of {seen} samples drawn so far failed to load ({worst}), over "
+                f"data.max_bad_fraction={self.max_fraction}; e.g. {example}")
 
     def summary(self) -> dict:
         return {"bad_samples": sum(self.by_reason.values()), "bad_by_reason": dict(self.by_reason),
                 "bad_files": len(self.files)}
 
     def state_dict(self) -> dict:
-        return {"by_reason": dict(self.by_reason), "good": self.good, "files": dict(self.files)}
+        return {"by_reason": dict(self.by_reason), "good": self.good, "files": dict(self.files),
+                "draws": self.draws}
 
     def load_state_dict(self, s: dict) -> None:
         self.by_reason = Counter(s.get("by_reason", {}))
         self.good = int(s.get("good", 0))
         self.files = dict(s.get("files", {}))
+        self.draws = int(s.get("draws", sum(self.by_reason.values())))
 
 
 class NonFiniteGuard:
