@@ -198,3 +198,53 @@ def test_decode_cache_gives_identical_items_and_respects_its_budget(videos):
     assert len(small.cache) == 1 and small.cache.used <= small.cache.budget and small.cache.misses == 3
     with pytest.raises(ValueError, match="budget"):
         DecodeCache(0)
+
+
+def test_repeat_gives_distinct_clips_from_one_decode_and_identical_redraws(videos):
+    from mvm.masking import DECODER_MASKS, ENCODER_MASKS, MaskCollator
+
+    entries = [(str(videos / f"v{i}.mp4"), i) for i in range(4)]
+    ds = VideoDataset(entries, GRID, _cfg(repeat=3, motion="auto"), train=True, seed=4)
+    item = ds[2]
+    assert item["video"].shape == (3, 3, 4, 32, 32) and item["motion"].shape == (3, 2, 2, 2, 2)
+    clips = item["video"]
+    assert not torch.equal(clips[0], clips[1]) and not torch.equal(clips[1], clips[2])
+    again = VideoDataset(entries, GRID, _cfg(repeat=3, motion="auto"), train=True, seed=4)[2]
+    assert torch.equal(again["video"], clips) and torch.equal(again["motion"], item["motion"])
+    assert VideoDataset(entries, GRID, _cfg(repeat=3), train=False)[0]["video"].dim() == 4  # eval: one clip
+    collate = MaskCollator(GRID, ENCODER_MASKS.build("tube", ratio=0.75), DECODER_MASKS.build("none", ratio=1.0), seed=0)
+    batch = collate([item, ds[0]])
+    assert batch["video"].shape == (6, 3, 4, 32, 32) and batch["index"].tolist() == [2, 2, 2, 0, 0, 0]
+    assert batch["clip"].tolist() == [0, 1, 2, 0, 1, 2] and batch["label"].tolist() == [2, 2, 2, 0, 0, 0]
+    masks = batch["encoder_mask"]
+    assert len({tuple(m.tolist()) for m in masks[:3]}) == 3  # each repeat its own mask
+    flat = collate_items([item])
+    assert flat["video"].shape == (3, 3, 4, 32, 32) and flat["clip"].tolist() == [0, 1, 2]
+
+
+def test_video_loader_counts_clips_and_resumes_exactly(videos):
+    from mvm.data.loader import video_loader
+
+    entries = [(str(videos / f"v{i}.mp4"), i) for i in range(4)]
+    ds = VideoDataset(entries, GRID, _cfg(repeat=2), train=True, seed=5)
+    full = list(itertools.islice(iter(video_loader(ds, 4, collate_items, 0, seed=5)), 4))
+    assert all(b["video"].shape[0] == 4 for b in full)
+    resumed = list(itertools.islice(iter(video_loader(ds, 4, collate_items, 0, seed=5, start_sample=8)), 2))
+    for x, y in zip(full[2:], resumed):
+        assert torch.equal(x["video"], y["video"]) and torch.equal(x["index"], y["index"])
+    with pytest.raises(ValueError, match="multiple of data.repeat=2"):
+        video_loader(ds, 3, collate_items, 0, seed=5)
+
+
+def test_segments_sample_inside_their_span(tmp_path):
+    frames = np.zeros((60, 32, 32, 3), np.uint8)
+    frames[:, :, :, 0] = np.arange(60, dtype=np.uint8)[:, None, None] * 4  # red = 4 x frame number
+    encode_video(tmp_path / "long.mp4", frames, gop=8, crf=0)
+    cfg = _cfg(mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0], scales=[1.0], flip=False)
+    ds = VideoDataset([(str(tmp_path / "long.mp4"), 0, 30, 40)], GRID, cfg, train=True, seed=0)
+    for i in range(6):
+        red = ds[i]["video"][0].mean((1, 2)) * 255 / 4  # frame numbers of the clip
+        assert (red > 29.5).all() and (red < 39.5).all(), red
+    ds = VideoDataset([(str(tmp_path / "long.mp4"), 0, 70, 80)], GRID, cfg, train=True)
+    with pytest.raises(RuntimeError, match="empty_span|outside"):
+        ds[0]

@@ -1,0 +1,51 @@
+"""The training DataLoader: clip counting with repeated sampling, exact resume, worker settings.
+
+A batch holds ``batch_clips`` clips cut from ``batch_clips / repeat`` videos (each dataset item
+gives ``repeat`` clips); positions and resume points count clips, the sampler counts videos.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.utils.data import DataLoader
+
+from mvm.data.sampling import EpochSampler
+
+#: Batches each worker prepares ahead (DataLoader ``prefetch_factor``).
+PREFETCH_BATCHES = 4
+
+
+def video_loader(dataset: torch.utils.data.Dataset, batch_clips: int, collate: Callable[[list[dict]], dict],
+                 workers: int, seed: int, start_sample: int = 0, num_replicas: int = 1, rank: int = 0,
+                 shuffle: bool = True) -> DataLoader:
+    """An endless loader of ``batch_clips``-clip batches from clip position ``start_sample``.
+
+    Args:
+        dataset: a :class:`~mvm.data.datasets.VideoDataset` (its ``repeat`` clips per item; 1 if absent).
+        batch_clips: clips per batch on this rank; must be a multiple of ``dataset.repeat``.
+        collate: e.g. :class:`~mvm.masking.collate.MaskCollator` or ``collate_items``: flattens
+            items into ``batch_clips`` rows.
+        workers: loader processes (0: load in this process). They are persistent and each keeps
+            ``PREFETCH_BATCHES`` batches ready, so the step does not wait when decoding keeps up.
+        seed: order seed (:class:`EpochSampler`).
+        start_sample: clips already consumed over all ranks (steps done x clips per step);
+            must be a multiple of ``repeat`` (it is, as it counts whole batches).
+        num_replicas, rank: torchrun world size and this rank (each takes every world-th video).
+        shuffle: reshuffle every epoch (else the file order).
+
+    Raises:
+        ValueError: ``batch_clips`` or ``start_sample`` not a multiple of ``repeat``.
+    """
+    repeat = int(getattr(dataset, "repeat", 1))
+    if batch_clips < 1 or batch_clips % repeat:
+        raise ValueError(f"batch size {batch_clips} clips must be a positive multiple of data.repeat={repeat}")
+    if start_sample % repeat:
+        raise ValueError(f"start_sample {start_sample} is not a multiple of data.repeat={repeat}")
+    sampler = EpochSampler(len(dataset), seed=seed, shuffle=shuffle, start=start_sample // repeat,
+                           num_replicas=num_replicas, rank=rank)
+    return DataLoader(dataset, batch_size=batch_clips // repeat, sampler=sampler, num_workers=workers,
+                      collate_fn=collate, persistent_workers=workers > 0,
+                      prefetch_factor=PREFETCH_BATCHES if workers > 0 else None,
+                      pin_memory=torch.cuda.is_available())
