@@ -49,11 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from mvm.config import ConfigError
+    from mvm.data.formats import DataSourceError
 
     try:
         return int(args._run(args) or 0)
     except ConfigError as e:
         print(f"mvm {args.command}: config error: {e}", file=sys.stderr)
+        return 2
+    except DataSourceError as e:  # raised before anything is written: a user's data, not a bug
+        print(f"mvm {args.command}: data error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mvm {args.command}: interrupted", file=sys.stderr)

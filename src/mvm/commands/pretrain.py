@@ -4,64 +4,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
-from pathlib import Path
 
 HELP = "pretrain a masked video autoencoder (no arguments: tiny model on the built-in synthetic set)"
 DEFAULT_PRESET = "tiny-synthetic"
+#: with --data and no --config: a preset for real footage (no codec-motion target, flip on).
+FOOTAGE_PRESET = "footage-tiny"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from mvm.cli import add_config_arguments
+    from mvm.commands.common import add_run_arguments
 
-    add_config_arguments(p)
-    p.add_argument("--data", help="training list file (`path label` per line) or folder of videos")
-    p.add_argument("--val", help="validation list or folder for the kNN probe")
-    p.add_argument("--out", help="run folder (default: runs/pretrain-<time>)")
-    p.add_argument("--steps", type=int, help="optimiser steps")
-    p.add_argument("--resume", action="store_true", help="continue the newest good checkpoint in --out")
-    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
-
-
-def _default_out(resume: bool) -> str:
-    if resume:
-        runs = sorted(Path("runs").glob("pretrain-*"))
-        if runs:
-            return str(runs[-1])
-    return time.strftime("runs/pretrain-%Y%m%d-%H%M%S")
+    add_run_arguments(p, "the kNN and linear probes")
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from mvm.config import load_config
+    from mvm.commands.common import ProgressBar, describe_run, is_main_rank, run_config
     from mvm.train.checkpoint import CheckpointError
     from mvm.train.guard import TooManyNonFinite, TooMuchBadData
     from mvm.train.pretrain import run_pretrain
 
-    overrides = list(args.overrides)
-    for flag, key in (("data", "data.train"), ("val", "data.val"), ("out", "train.out"), ("steps", "train.steps")):
-        if getattr(args, flag) is not None:
-            overrides.append(f"{key}={getattr(args, flag)}")
-    if not any(o.replace(" ", "").startswith("train.out=") for o in overrides):
-        overrides.insert(0, f"train.out={_default_out(args.resume)}")  # before --set, which may name one
-    cfg = load_config(args.config or DEFAULT_PRESET, overrides)  # refuses bad configs before any work
-
-    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
-    bar = tqdm(total=cfg.train.steps, desc="pretrain", unit="step", dynamic_ncols=True, file=sys.stderr,
-               disable=not main_rank)
-
-    def progress(step: int, total: int, row: dict) -> None:
-        bar.n = step
-        bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.1e}", clips_s=f"{row['clips_per_s']:.1f}")
-        bar.refresh()
-
+    cfg, source = run_config(args, "pretrain", DEFAULT_PRESET, FOOTAGE_PRESET)  # refuses bad configs first
+    main_rank = is_main_rank()
     if main_rank:
-        print(f"run folder: {cfg.train.out}", file=sys.stderr)
+        print(describe_run(cfg, source), file=sys.stderr)
+    bar = ProgressBar(cfg.train.steps, "pretrain")
     try:
-        summary = run_pretrain(cfg, resume=args.resume, progress=progress)
+        summary = run_pretrain(cfg, resume=args.resume, progress=bar)
     except (CheckpointError, TooMuchBadData, TooManyNonFinite) as e:
         bar.close()
         print(f"mvm pretrain: {e}", file=sys.stderr)
@@ -90,6 +59,8 @@ def _print_summary(s: dict) -> None:
         print(f"  kNN top-1 (k=20)                {s['knn_top1']:>9.1%}   {s['knn_top1_random']:>10.1%}")
         if "linear_top1" in s:
             print(f"  linear top-1                    {s['linear_top1']:>9.1%}   {s['linear_top1_random']:>10.1%}")
+    if s.get("probe_skipped"):
+        print(f"\nprobe skipped: {s['probe_skipped']}")
     if s.get("bad_samples"):
         print(f"\nskipped samples {s['bad_samples']} {s['bad_by_reason']}")
     if s.get("skipped_steps"):

@@ -110,10 +110,8 @@ class PretrainTask(Task):
         return f"pretrain on grid {self.grid.shape} ({self.grid.num_tokens} tokens), {self.cfg.mask.encoder} masking"
 
     def check(self) -> None:
-        try:
-            from mvm.data.formats import check_source
-        except ImportError:  # TEMP until mvm.data.formats lands
-            return
+        from mvm.data.formats import check_source
+
         for source in (self.cfg.data.train, self.cfg.data.val):
             if source:
                 check_source(source, self.cfg.data.format, self.cfg.data.root)
@@ -179,7 +177,11 @@ def _finish(cfg: Config, model: torch.nn.Module, grid: TokenGrid, run_dir: Path,
         from mvm.viz.motion_head import plot_motion_predictions
 
         out["motion_predictions"] = str(plot_motion_predictions(cfg, model, grid, run_dir / "motion_head.png", device))
-    if cfg.train.probe and cfg.data.val:
+    skip = _probe_problem(cfg) if cfg.train.probe and cfg.data.val else None
+    if skip:
+        log.warning("probe skipped: %s", skip)
+        out["probe_skipped"] = skip
+    elif cfg.train.probe and cfg.data.val:
         from mvm.evaluate.probe import probe_encoder
 
         torch.manual_seed(cfg.train.seed + 1)
@@ -195,3 +197,24 @@ def _finish(cfg: Config, model: torch.nn.Module, grid: TokenGrid, run_dir: Path,
         out.update(trained)
         out.update({f"{k}_random": v for k, v in untrained.items()})
     return out
+
+
+def _probe_problem(cfg: Config) -> str | None:
+    """Why the probes cannot run on the config's data (None if they can): they need labels on
+    both splits and at least two classes."""
+    from mvm.data.formats import DataSourceError, open_source
+
+    labels = {}
+    for split, source in (("training", cfg.data.train), ("validation", cfg.data.val)):
+        try:
+            entries = open_source(source, cfg.data.format, cfg.data.root).entries
+        except DataSourceError as e:
+            return f"{split} data: {e}"
+        unlabelled = sum(e.label < 0 for e in entries)
+        if unlabelled:
+            return (f"{unlabelled} of the {len(entries)} {split} videos in {source} have no label "
+                    "(a folder needs one sub-folder per class; a list needs 'path label' lines)")
+        labels[split] = {e.label for e in entries}
+    if len(labels["training"]) < 2:
+        return f"the training data {cfg.data.train} has a single class; a probe needs two or more"
+    return None
