@@ -17,7 +17,7 @@ from mvm.grid import TokenGrid
 from mvm.masking.base import mask_to_indices
 from mvm.models import VARIANTS, VideoClassifier, build_classifier, build_encoder, build_mae, get_variant
 from mvm.models.layers import Attention, Block
-from mvm.models.pos_embed import get_sinusoid_encoding_table, interpolate_pos_embed
+from mvm.models.pos_embed import get_sinusoid_encoding_table, interpolate_pos_embed, sinusoid_table
 from mvm.targets import masked_mse, norm_pix_target
 
 # Published encoder sizes in millions (VideoMAE table; VideoMAE V2 for giant, ViT-g/14).
@@ -194,3 +194,54 @@ def test_motion_head_predicts_one_row_per_visible_token() -> None:
     assert model.decoder.head.weight.grad is None
     with pytest.raises(ValueError, match="motion_dim"):
         build_mae("tiny", patch=16, depth=1, decoder_depth=1)(video, visible_idx, decode_idx, with_motion=True)
+
+
+def test_visible_only_embedding_equals_conv_then_gather() -> None:
+    """Embedding only the visible tubelets gives the conv's numbers and the conv's weight gradient."""
+    torch.manual_seed(0)
+    enc = build_encoder("tiny", tubelet=2, patch=16, depth=1)
+    video = torch.randn(2, 3, 8, 48, 32)  # 4x3x2 grid
+    idx = torch.stack([torch.randperm(24)[:7] for _ in range(2)])
+    fast = enc.embed(video, idx)
+    ref = torch.gather(enc.embed(video), 1, idx[..., None].expand(-1, -1, 192))
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+    w = enc.patch_embed.proj.weight
+    g_fast = torch.autograd.grad(fast.square().sum(), (w, enc.patch_embed.proj.bias))
+    g_ref = torch.autograd.grad(ref.square().sum(), (w, enc.patch_embed.proj.bias))
+    for a, b in zip(g_fast, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    # The learned-table path takes the same route.
+    enc.use_learned_pos_embed(torch.randn(1, 24, 192), (4, 3, 2))
+    torch.testing.assert_close(enc.embed(video, idx),
+                               torch.gather(enc.embed(video), 1, idx[..., None].expand(-1, -1, 192)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_sinusoid_table_is_cached_per_device_and_dtype() -> None:
+    a = sinusoid_table(40, 64, "cpu", torch.float32)
+    assert torch.equal(a, get_sinusoid_encoding_table(40, 64)[0])
+    assert sinusoid_table(40, 64, torch.device("cpu"), torch.float32) is a  # no rebuild per forward
+    b = sinusoid_table(40, 64, "cpu", torch.bfloat16)
+    assert b.dtype == torch.bfloat16 and torch.equal(b, a.to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("drop_path", [0.0, 0.3])
+def test_checkpointing_gives_the_same_gradients(drop_path: float) -> None:
+    """Recomputing blocks in backward changes no number (stochastic depth draws the same masks)."""
+    video = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+    visible_idx, decode_idx = _masks(2, 8, 5)
+    grads = []
+    for on in (False, True):
+        torch.manual_seed(0)
+        model = build_mae("tiny", patch=16, depth=2, decoder_depth=2, drop_path=drop_path, checkpointing=on)
+        assert model.checkpointing is on and model.encoder.checkpointing is on and model.decoder.checkpointing is on
+        torch.manual_seed(5)  # same stochastic-depth draws in both runs
+        loss = model(video, visible_idx, decode_idx).square().mean()
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 20
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=0, atol=0, msg=name)
+    model.checkpointing = False  # switchable on a built model
+    assert not model.encoder.checkpointing and not model.decoder.checkpointing
+    assert build_classifier("tiny", 3, patch=16, depth=1, checkpointing=True).encoder.checkpointing

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mvm.grid import TokenGrid
-from mvm.models.patch import patchify, unpatchify
+from mvm.models.patch import gather_tubelets, patchify, unpatchify
 
 CASES = [  # (tubelet, patch, frames, height, width)
     (1, 8, 3, 16, 24),
@@ -79,3 +79,34 @@ def test_bad_input() -> None:
         unpatchify(torch.zeros(1, 7, 2 * 8 * 8 * 3), grid)
     with pytest.raises(ValueError, match="do not fit"):
         unpatchify(torch.zeros(1, 8, 100), grid)
+
+
+@pytest.mark.parametrize("tubelet,patch,frames,height,width", CASES)
+def test_gather_tubelets_reads_only_the_asked_tokens(tubelet: int, patch: int, frames: int, height: int,
+                                                     width: int) -> None:
+    """layout="target" rows are patchify's rows; layout="conv" rows times the Conv3d weight are the conv."""
+    g = torch.Generator().manual_seed(0)
+    video = torch.randn(2, 3, frames, height, width, generator=g)
+    n = TokenGrid.from_clip(frames, (height, width), tubelet, patch).num_tokens
+    idx = torch.stack([torch.randperm(n, generator=g)[: max(1, n // 3)] for _ in range(2)])  # any order
+    rows = gather_tubelets(video, tubelet, patch, idx, layout="target")
+    assert torch.equal(rows, torch.gather(patchify(video, tubelet, patch), 1, idx[..., None].expand(-1, -1, rows.shape[-1])))
+    conv = torch.nn.Conv3d(3, 5, (tubelet, patch, patch), (tubelet, patch, patch))
+    with torch.no_grad():
+        ref = conv(video).flatten(2).transpose(1, 2)
+        ref = torch.gather(ref, 1, idx[..., None].expand(-1, -1, 5))
+        out = gather_tubelets(video, tubelet, patch, idx) @ conv.weight.flatten(1).T + conv.bias
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    # A non-contiguous clip (channels last) reads the same values.
+    cl = video.permute(0, 2, 3, 4, 1).contiguous().permute(0, 4, 1, 2, 3)
+    assert torch.equal(gather_tubelets(cl, tubelet, patch, idx, layout="target"), rows)
+
+
+def test_gather_tubelets_bad_input() -> None:
+    video = torch.randn(2, 3, 4, 32, 32)
+    with pytest.raises(ValueError, match="idx must be"):
+        gather_tubelets(video, 2, 16, torch.zeros(3, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="layout"):
+        gather_tubelets(video, 2, 16, torch.zeros(2, 2, dtype=torch.long), layout="hwc")
+    with pytest.raises(ValueError, match="does not divide"):
+        gather_tubelets(video, 3, 16, torch.zeros(2, 2, dtype=torch.long))

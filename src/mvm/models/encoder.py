@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from mvm.grid import TokenGrid
 from mvm.models.layers import Block, init_weights
-from mvm.models.pos_embed import get_sinusoid_encoding_table, interpolate_pos_embed
+from mvm.models.patch import gather_tubelets
+from mvm.models.pos_embed import interpolate_pos_embed, sinusoid_table
+
+
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, checkpointing: bool) -> torch.Tensor:
+    """Apply ``blocks`` in turn; with ``checkpointing`` (and autograd on), keep only each block's input
+    and recompute its activations in the backward pass (``use_reentrant=False``, RNG state restored,
+    so dropout and stochastic depth draw the same masks twice)."""
+    if not (checkpointing and torch.is_grad_enabled()):
+        for blk in blocks:
+            x = blk(x)
+        return x
+    for blk in blocks:
+        x = checkpoint(blk, x, use_reentrant=False)
+    return x
 
 
 class VideoEncoder(nn.Module):
@@ -29,12 +45,16 @@ class VideoEncoder(nn.Module):
         qkv_bias: learn q and v biases.
         mlp_hidden: exact MLP hidden width (checkpoints carry it; avoids float rounding of ratios).
         init_values: layer scale init, None for none.
+        checkpointing: activation checkpointing per block (see :func:`run_blocks`); an attribute,
+            so it can be switched on a built model.
     """
 
     def __init__(self, dim: int, depth: int, heads: int, tubelet: int, patch: int, in_chans: int = 3,
                  mlp_ratio: float = 4.0, drop_path: float = 0.0, norm_eps: float = 1e-6, final_norm: bool = True,
-                 qkv_bias: bool = True, mlp_hidden: int | None = None, init_values: float | None = None) -> None:
+                 qkv_bias: bool = True, mlp_hidden: int | None = None, init_values: float | None = None,
+                 checkpointing: bool = False) -> None:
         super().__init__()
+        self.checkpointing = checkpointing
         self.dim, self.depth, self.heads = dim, depth, heads
         self.tubelet, self.patch, self.in_chans = tubelet, patch, in_chans
         self.mlp_hidden = int(mlp_hidden if mlp_hidden is not None else dim * mlp_ratio)
@@ -78,8 +98,28 @@ class VideoEncoder(nn.Module):
         """``[1, N, dim]`` position table for ``grid``, in the dtype and device of ``like``."""
         if self.pos_embed is not None:
             return interpolate_pos_embed(self.pos_embed, self.pos_grid, grid.shape).to(like.dtype)
-        table = get_sinusoid_encoding_table(grid.num_tokens, self.dim)
-        return table.to(device=like.device, dtype=like.dtype)
+        return sinusoid_table(grid.num_tokens, self.dim, like.device, like.dtype)[None]
+
+    def embed(self, video: torch.Tensor, visible_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Tubelet embedding plus positions, before the blocks.
+
+        With ``visible_idx`` only those tubelets are read and embedded: their pixels are gathered
+        (``[B, Nv, C*u*p*p]``) and multiplied by the ``Conv3d`` weight as one matmul, which is the
+        convolution at those tokens (same numbers up to float rounding), so neither the forward
+        nor the weight gradient touches the masked 90% of the clip.
+
+        Returns:
+            ``[B, Nv, dim]`` (or ``[B, N, dim]`` without ``visible_idx``).
+        """
+        grid = self.grid_for(video)
+        proj = self.patch_embed.proj
+        if visible_idx is None:
+            x = proj(video).flatten(2).transpose(1, 2)  # [B, N, dim]
+            return x + self.positions(grid, x)
+        patches = gather_tubelets(video, self.tubelet, self.patch, visible_idx)  # [B, Nv, C*u*p*p]
+        x = F.linear(patches, proj.weight.flatten(1), proj.bias)  # [B, Nv, dim]
+        table = self.positions(grid, x)[0]  # [N, dim]
+        return x + F.embedding(visible_idx, table)
 
     def forward(self, video: torch.Tensor, visible_idx: torch.Tensor | None = None) -> torch.Tensor:
         """Encode a clip.
@@ -91,11 +131,5 @@ class VideoEncoder(nn.Module):
         Returns:
             ``[B, Nv, dim]`` (or ``[B, N, dim]``), tokens in the order of ``visible_idx``.
         """
-        grid = self.grid_for(video)
-        x = self.patch_embed.proj(video).flatten(2).transpose(1, 2)  # [B, N, dim]
-        x = x + self.positions(grid, x)
-        if visible_idx is not None:
-            x = torch.gather(x, 1, visible_idx[..., None].expand(-1, -1, x.shape[-1]))  # [B, Nv, dim]
-        for blk in self.blocks:
-            x = blk(x)
-        return self.norm(x)
+        x = self.embed(video, visible_idx)
+        return self.norm(run_blocks(self.blocks, x, self.checkpointing))

@@ -17,19 +17,22 @@ names match the original VideoMAE pretraining checkpoints (``encoder.*``, ``enco
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from mvm.models.encoder import VideoEncoder
+from mvm.models.encoder import VideoEncoder, run_blocks
 from mvm.models.layers import Block, init_weights
-from mvm.models.pos_embed import get_sinusoid_encoding_table
+from mvm.models.pos_embed import sinusoid_table
 
 
 class MaeDecoder(nn.Module):
     """Narrow transformer that turns decoder tokens into per-token pixel predictions."""
 
     def __init__(self, dim: int, depth: int, heads: int, out_dim: int, mlp_hidden: int, qkv_bias: bool = True,
-                 norm_eps: float = 1e-6, head_norm_eps: float = 1e-6, init_values: float | None = None) -> None:
+                 norm_eps: float = 1e-6, head_norm_eps: float = 1e-6, init_values: float | None = None,
+                 checkpointing: bool = False) -> None:
         super().__init__()
+        self.checkpointing = checkpointing  # per-block activation checkpointing (encoder.run_blocks)
         self.dim, self.depth, self.heads, self.mlp_hidden = dim, depth, heads, mlp_hidden
         self.blocks = nn.ModuleList(
             Block(dim, heads, mlp_hidden, qkv_bias=qkv_bias, init_values=init_values, norm_eps=norm_eps)
@@ -39,8 +42,7 @@ class MaeDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor, num_out: int) -> torch.Tensor:
         """``[B, M, dim]`` -> predictions for the last ``num_out`` tokens ``[B, num_out, out_dim]``."""
-        for blk in self.blocks:
-            x = blk(x)
+        x = run_blocks(self.blocks, x, self.checkpointing)
         return self.head(self.norm(x[:, x.shape[1] - num_out:]))
 
 
@@ -57,11 +59,13 @@ class MaskedVideoAutoencoder(nn.Module):
         norm_eps: LayerNorm epsilon of the decoder blocks (default: the encoder's).
         head_norm_eps: epsilon of the decoder's final norm (VideoMAE 1e-6; transformers 1e-5).
         motion_dim: values of the motion head per visible token (2: dx, dy); 0 (default): no head.
+        checkpointing: activation checkpointing per block in encoder and decoder (the
+            ``checkpointing`` property switches it on a built model).
     """
 
     def __init__(self, encoder: VideoEncoder, decoder_dim: int, decoder_depth: int = 4, decoder_heads: int = 6,
                  out_dim: int | None = None, decoder_mlp_hidden: int | None = None, norm_eps: float | None = None,
-                 head_norm_eps: float = 1e-6, motion_dim: int = 0) -> None:
+                 head_norm_eps: float = 1e-6, motion_dim: int = 0, checkpointing: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
         if out_dim is None:
@@ -80,6 +84,16 @@ class MaskedVideoAutoencoder(nn.Module):
         if self.motion_head is not None:
             init_weights(self.motion_head)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
+        self.checkpointing = checkpointing
+
+    @property
+    def checkpointing(self) -> bool:
+        """Activation checkpointing in the encoder and decoder blocks (recompute in backward)."""
+        return self.encoder.checkpointing and self.decoder.checkpointing
+
+    @checkpointing.setter
+    def checkpointing(self, on: bool) -> None:
+        self.encoder.checkpointing = self.decoder.checkpointing = bool(on)
 
     def forward(self, video: torch.Tensor, visible_idx: torch.Tensor, decode_idx: torch.Tensor,
                 with_motion: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -101,12 +115,11 @@ class MaskedVideoAutoencoder(nn.Module):
         # 1. encode the visible tokens: [B, Nv, dim] -> [B, Nv, dec]
         latent = self.encoder(video, visible_idx)
         x = self.encoder_to_decoder(latent)
-        b, _, dec = x.shape
-        # 2. decoder positions (fixed sinusoid over the clip's N tokens), gathered per row
-        n = self.encoder.grid_for(video).num_tokens
-        pos = get_sinusoid_encoding_table(n, dec).to(device=x.device, dtype=x.dtype).expand(b, -1, -1)
-        pos_vis = torch.gather(pos, 1, visible_idx[..., None].expand(-1, -1, dec))  # [B, Nv, dec]
-        pos_dec = torch.gather(pos, 1, decode_idx[..., None].expand(-1, -1, dec))  # [B, Nd, dec]
+        # 2. decoder positions (fixed sinusoid over the clip's N tokens, cached on the device),
+        #    looked up per row for the visible and the decoded tokens only
+        table = sinusoid_table(self.encoder.grid_for(video).num_tokens, x.shape[-1], x.device, x.dtype)  # [N, dec]
+        pos_vis = F.embedding(visible_idx, table)  # [B, Nv, dec]
+        pos_dec = F.embedding(decode_idx, table)  # [B, Nd, dec]
         # 3. visible tokens first, then one mask token per token to decode: [B, Nv + Nd, dec]
         x = torch.cat([x + pos_vis, self.mask_token.to(x.dtype) + pos_dec], dim=1)
         # 4. decode; keep the predictions of the mask tokens: [B, Nd, out_dim]

@@ -13,6 +13,10 @@ import torch
 import torch.nn.functional as F
 
 _CACHE: dict[tuple[int, int], torch.Tensor] = {}
+# Tables already moved and cast, per (n, dim, device, dtype): a forward pass then costs a dict
+# lookup instead of a host-to-device copy and a cast. Bounded so odd clip lengths cannot pile up.
+_PLACED: dict[tuple[int, int, torch.device, torch.dtype], torch.Tensor] = {}
+_PLACED_MAX = 64
 
 
 def get_sinusoid_encoding_table(n_position: int, d_hid: int) -> torch.Tensor:
@@ -27,6 +31,22 @@ def get_sinusoid_encoding_table(n_position: int, d_hid: int) -> torch.Tensor:
         table[:, 1::2] = torch.cos(angle[:, 1::2])
         _CACHE[key] = table.float().unsqueeze(0)
     return _CACHE[key]
+
+
+def sinusoid_table(n_position: int, d_hid: int, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`get_sinusoid_encoding_table` as ``[n_position, d_hid]`` on ``device`` in ``dtype``, cached.
+
+    The values are the float32 table cast to ``dtype`` (what ``table.to(dtype)`` gives), so the
+    cache changes no number. The returned tensor is shared: never modify it in place.
+    """
+    key = (n_position, d_hid, torch.device(device), dtype)
+    table = _PLACED.get(key)
+    if table is None:
+        if len(_PLACED) >= _PLACED_MAX:
+            _PLACED.clear()
+        table = get_sinusoid_encoding_table(n_position, d_hid)[0].to(device=key[2], dtype=dtype)
+        _PLACED[key] = table
+    return table
 
 
 def interpolate_pos_embed(table: torch.Tensor, src: tuple[int, int, int], dst: tuple[int, int, int]) -> torch.Tensor:

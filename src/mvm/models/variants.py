@@ -72,29 +72,37 @@ def _resolve(name: str, overrides: dict[str, Any]) -> Variant:
 
 
 def build_encoder(name: str, tubelet: int = 2, patch: int = 16, drop_path: float = 0.0, in_chans: int = 3,
-                  final_norm: bool = True, **overrides: Any) -> VideoEncoder:
-    """A :class:`VideoEncoder` of the named size; ``overrides`` replace :class:`Variant` fields."""
+                  final_norm: bool = True, checkpointing: bool = False, **overrides: Any) -> VideoEncoder:
+    """A :class:`VideoEncoder` of the named size; ``overrides`` replace :class:`Variant` fields.
+
+    ``checkpointing``: activation checkpointing per block (config key ``model.checkpointing``).
+    """
     v = _resolve(name, overrides)
     return VideoEncoder(v.dim, v.depth, v.heads, tubelet, patch, in_chans=in_chans, mlp_ratio=v.mlp_ratio,
                         drop_path=drop_path, norm_eps=v.norm_eps, final_norm=final_norm,
-                        init_values=v.init_values)
+                        init_values=v.init_values, checkpointing=checkpointing)
 
 
 def build_mae(name: str, tubelet: int = 2, patch: int = 16, drop_path: float = 0.0, out_dim: int | None = None,
-              in_chans: int = 3, motion_dim: int = 0, **overrides: Any) -> MaskedVideoAutoencoder:
+              in_chans: int = 3, motion_dim: int = 0, checkpointing: bool = False,
+              **overrides: Any) -> MaskedVideoAutoencoder:
     """A :class:`MaskedVideoAutoencoder` of the named size.
 
     ``out_dim`` defaults to ``tubelet*patch*patch*in_chans`` (pixels of one tubelet); ``motion_dim``
-    > 0 adds the motion head on the encoder (2 for the codec-motion target).
+    > 0 adds the motion head on the encoder (2 for the codec-motion target); ``checkpointing``
+    recomputes each encoder and decoder block in the backward pass (``model.checkpointing``).
     """
     v = _resolve(name, overrides)
     encoder = build_encoder(name, tubelet, patch, drop_path, in_chans, final_norm=True, **overrides)
     return MaskedVideoAutoencoder(encoder, v.decoder_dim, v.decoder_depth, v.decoder_heads, out_dim=out_dim,
-                                  decoder_mlp_hidden=int(v.decoder_dim * v.mlp_ratio), motion_dim=motion_dim)
+                                  decoder_mlp_hidden=int(v.decoder_dim * v.mlp_ratio), motion_dim=motion_dim,
+                                  checkpointing=checkpointing)
 
 
 def build_classifier(name: str, num_classes: int, tubelet: int = 2, patch: int = 16, drop_path: float = 0.1,
-                     head_dropout: float = 0.0, in_chans: int = 3, **overrides: Any) -> VideoClassifier:
+                     head_dropout: float = 0.0, in_chans: int = 3, checkpointing: bool = False,
+                     **overrides: Any) -> VideoClassifier:
     """A :class:`VideoClassifier` of the named size (mean pooling, ``fc_norm``, linear head)."""
-    encoder = build_encoder(name, tubelet, patch, drop_path, in_chans, final_norm=False, **overrides)
+    encoder = build_encoder(name, tubelet, patch, drop_path, in_chans, final_norm=False,
+                            checkpointing=checkpointing, **overrides)
     return VideoClassifier(encoder, num_classes, head_dropout=head_dropout)
