@@ -11,7 +11,8 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ["pretrain", "synth", "motion", "prepare", "masks", "convert"]
+COMMANDS = ["pretrain", "synth", "motion", "prepare", "masks", "convert", "data", "tokenizer", "finetune", "evaluate",
+            "probe", "extract"]
 
 
 def build_parser() -> argparse.ArgumentParser:
