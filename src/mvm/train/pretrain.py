@@ -71,7 +71,8 @@ def build_model(cfg: Config) -> torch.nn.Module:
 
 def build_loader(cfg: Config, grid: TokenGrid, start_sample: int,
                  info: dist.DistInfo | None = None) -> tuple[Any, DataLoader]:
-    from mvm.data.datasets import EpochSampler, VideoDataset
+    from mvm.data.datasets import VideoDataset
+    from mvm.data.loader import video_loader
     from mvm.masking import build_masks
     from mvm.masking.collate import MaskCollator
 
@@ -83,13 +84,10 @@ def build_loader(cfg: Config, grid: TokenGrid, start_sample: int,
                            with_motion=with_motion)
     collate = MaskCollator(grid, encoder_mask, decoder_mask, seed=cfg.train.seed)
     info = info or dist.DistInfo()
-    # One global order; each rank takes every world-th position, so a global batch is the same
-    # clips whatever the number of processes.
-    sampler = EpochSampler(len(dataset), seed=cfg.train.seed, shuffle=True, start=start_sample,
-                           num_replicas=info.world, rank=info.rank)
-    loader = DataLoader(dataset, batch_size=cfg.optim.batch_size, sampler=sampler,
-                        num_workers=cfg.data.workers, collate_fn=collate,
-                        persistent_workers=cfg.data.workers > 0, prefetch_factor=4 if cfg.data.workers else None)
+    # One global order; each rank takes every world-th video, so a global batch is the same clips
+    # whatever the number of processes.
+    loader = video_loader(dataset, cfg.optim.batch_size, collate, cfg.data.workers, cfg.train.seed,
+                          start_sample=start_sample, num_replicas=info.world, rank=info.rank)
     return dataset, loader
 
 
