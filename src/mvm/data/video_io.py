@@ -73,21 +73,64 @@ def _check_file(path: Path) -> None:
         raise VideoDecodeError(path, "empty_file")
 
 
-def frame_index(path: str | os.PathLike) -> np.ndarray | None:
-    """Presentation timestamps of every frame of a video, sorted: ``[F]`` int64 (a frame's index
-    is its position here). Read by demuxing packets only (nothing is decoded). None when some
-    packet carries no timestamp (then only decoding from frame 0 numbers frames exactly).
+@dataclass
+class VideoInfo:
+    """What a video holds, read without decoding: ``num_frames`` (exact when ``pts`` is known),
+    frame ``height``/``width``, and ``pts`` (sorted frame timestamps ``[F]`` int64, None for image
+    folders and streams whose packets carry no timestamps)."""
+
+    num_frames: int
+    height: int
+    width: int
+    pts: np.ndarray | None
+
+    def decoded_bytes(self) -> int:
+        """RGB bytes of the whole video once decoded."""
+        return self.num_frames * self.height * self.width * 3
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Frame count, size and frame timestamps, by demuxing packets only (nothing is decoded).
 
     Raises:
-        VideoDecodeError: reason missing, empty_file, not_video or no_video_stream.
+        VideoDecodeError: reason missing, empty_file, not_video, no_video_stream or no_frames.
     """
     path = Path(path)
     _check_file(path)
+    if path.is_dir():
+        from PIL import Image
+
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise VideoDecodeError(path, "no_frames", "folder holds no images")
+        try:
+            with Image.open(files[0]) as im:
+                w, h = im.size
+        except OSError as e:
+            raise VideoDecodeError(files[0], "decode_error", str(e)) from e
+        return VideoInfo(len(files), h, w, None)
     container = _open(path)
     with container:
         if not container.streams.video:
             raise VideoDecodeError(path, "no_video_stream")
-        return _demux_pts(container, container.streams.video[0])
+        stream = container.streams.video[0]
+        h, w = stream.codec_context.height, stream.codec_context.width
+        pts = _demux_pts(container, stream)
+    n = len(pts) if pts is not None else (count_frames(path) or 0)
+    if n == 0:
+        raise VideoDecodeError(path, "no_frames")
+    return VideoInfo(n, h, w, pts)
+
+
+def frame_index(path: str | os.PathLike) -> np.ndarray | None:
+    """Presentation timestamps of every frame of a video, sorted: ``[F]`` int64 (a frame's index
+    is its position here). None when some packet carries no timestamp (then only decoding from
+    frame 0 numbers frames exactly) or for image folders.
+
+    Raises:
+        VideoDecodeError: as :func:`probe_video`.
+    """
+    return probe_video(path).pts
 
 
 def _open(path: Path) -> av.container.InputContainer:
