@@ -269,6 +269,7 @@ def run_task(task: Task, resume: bool = False, progress: Progress | None = None,
     part_names: list[str] = []
     t_log, clips_since, wait_since = time.perf_counter(), 0, 0.0
     eval_every = cfg.train.eval_every
+    warned_wait = False
     model.train()
     with StopSignal() as stop:
         while step < cfg.train.steps:
@@ -312,6 +313,11 @@ def run_task(task: Task, resume: bool = False, progress: Progress | None = None,
                        "clips_per_s": clips_since / max(dt, 1e-9), "data_wait": min(1.0, wait_since / max(dt, 1e-9)),
                        "skipped_steps": run.guard.skipped, "bad_samples": sum(run.bad.by_reason.values())}
                 metrics.log(step, **row)
+                if row["data_wait"] > 0.25 and step >= 5 * cfg.train.log_every and not warned_wait:
+                    warned_wait = True  # once: the figure stays in metrics.jsonl and on the bar
+                    log.warning("the step waited for data %.0f%% of the time: the loader cannot keep up "
+                                "(more data.workers, data.repeat > 1, or data.cache_mb for small sets)",
+                                100 * row["data_wait"])
                 if progress is not None:
                     progress(step, cfg.train.steps, row)
                 t_log, clips_since, wait_since = time.perf_counter(), 0, 0.0
