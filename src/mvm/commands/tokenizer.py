@@ -1,0 +1,135 @@
+"""``mvm tokenizer train|score``: the LVMAE video tokenizer (codes, token scores, adaptive masks)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HELP = "train the LVMAE video tokenizer (FSQ codes + token scorer), or score a video with one"
+DEFAULT_PRESET = "tokenizer-tiny"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from mvm.cli import add_config_arguments
+
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    t = sub.add_parser("train", help="train a tokenizer (no --data: the synthetic set with object masks)")
+    add_config_arguments(t)
+    t.add_argument("--data", help="training list file or folder of videos (none: the built-in synthetic set)")
+    t.add_argument("--val", help="validation list or folder (PSNR all / top-k / random-k)")
+    t.add_argument("--out", help="run folder (default: runs/tokenizer-<time>); what train.tokenizer takes")
+    t.add_argument("--steps", type=int, help="optimiser steps")
+    t.add_argument("--resume", action="store_true", help="continue the newest good checkpoint in --out")
+    t.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    s = sub.add_parser("score", help="draw a trained tokenizer's token scores over a video's frames")
+    s.add_argument("video", metavar="VIDEO", help="video file")
+    s.add_argument("--tokenizer", required=True, metavar="DIR", help="a `mvm tokenizer train` run folder")
+    s.add_argument("--out", help="picture to write (default: VIDEO's name + .scores.png)")
+    s.add_argument("--json", action="store_true", help="print scores, top-k tokens and PSNRs as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    return _train(args) if args.action == "train" else _score(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mvm.config import load_config
+    from mvm.tokenizer.task import run_tokenizer
+    from mvm.train.checkpoint import CheckpointError
+    from mvm.train.guard import TooManyNonFinite, TooMuchBadData
+
+    overrides = []
+    for flag, key in (("data", "data.train"), ("val", "data.val"), ("out", "train.out"), ("steps", "train.steps")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    if not any(o.replace(" ", "").startswith("train.out=") for o in overrides + args.overrides):
+        overrides.insert(0, "train.out=" + _default_out(args.resume))
+    cfg = load_config(args.config or DEFAULT_PRESET, overrides + list(args.overrides))
+    bar = tqdm(total=cfg.train.steps, desc="tokenizer", unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def progress(step: int, total: int, row: dict) -> None:
+        bar.n = step
+        bar.set_postfix(loss=f"{row['loss']:.4f}", clips_s=f"{row['clips_per_s']:.1f}")
+        bar.refresh()
+
+    print(f"run folder: {cfg.train.out}", file=sys.stderr)
+    try:
+        summary = run_tokenizer(cfg, resume=args.resume, progress=progress)
+    except (CheckpointError, TooMuchBadData, TooManyNonFinite) as e:
+        bar.close()
+        print(f"mvm tokenizer train: {e}", file=sys.stderr)
+        return 1
+    bar.close()
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        _print_summary(summary)
+    return 0 if summary.get("stopped_by") is None else 143
+
+
+def _default_out(resume: bool) -> str:
+    if resume:
+        runs = sorted(Path("runs").glob("tokenizer-*"))
+        if runs:
+            return str(runs[-1])
+    return time.strftime("runs/tokenizer-%Y%m%d-%H%M%S")
+
+
+def _print_summary(s: dict) -> None:
+    if s.get("stopped_by"):
+        print(f"stopped by {s['stopped_by']} at step {s['steps']}; checkpoint {s['checkpoint']}")
+        print(f"continue with: mvm tokenizer train --resume --out {s['run_dir']}")
+        return
+    print(f"\nrun folder      {s['run_dir']}   (use it as train.tokenizer)")
+    print(f"steps           {s['steps']}   final loss {s['final_loss']:.4f}")
+    if "psnr_all" in s:
+        print("\nvalidation PSNR (dB)   all tokens   top-k   random-k (same k)")
+        print(f"                       {s['psnr_all']:>10.2f}   {s['psnr_topk']:>5.2f}   {s['psnr_random']:>8.2f}")
+    if "object_share" in s:
+        print(f"\nobject pixels: {s['object_share']:.1%} of the frame, {s['topk_object_share']:.1%} of the "
+              f"top-k tokens ({s['topk_object_ratio']:.1f}x), {s['random_object_share']:.1%} of random-k tokens")
+        print(f"tokens touching the object: {s['topk_on_object']:.1%} of the top-k, {s['tokens_on_object']:.1%} of all")
+    for p in s.get("clip_pictures", []):
+        print(f"picture         {p}")
+
+
+def _score(args: argparse.Namespace) -> int:
+    import torch
+
+    from mvm.data.video_io import VideoDecodeError
+    from mvm.tokenizer.evaluate import psnr, read_clip, reconstruct, to_pixels
+    from mvm.tokenizer.lvmae import load_tokenizer
+    from mvm.train.checkpoint import CheckpointError
+    from mvm.viz.tokenizer import plot_tokenizer_clip
+
+    try:
+        model, cfg = load_tokenizer(args.tokenizer, torch.device("cpu"))
+        clip = read_clip(args.video, cfg)
+    except (CheckpointError, VideoDecodeError, FileNotFoundError) as e:
+        print(f"mvm tokenizer score: {e}", file=sys.stderr)
+        return 2
+    out_png = Path(args.out or Path(args.video).name + ".scores.png")
+    plot_tokenizer_clip(model, clip, cfg, out_png, torch.device("cpu"))
+    video = clip.video[None]
+    grid = model.grid_for(video)
+    k = max(1, int(round(cfg.tokenizer.budget * grid.num_tokens)))
+    r = reconstruct(model, video, k, torch.Generator().manual_seed(0))
+    target = to_pixels(video, cfg)
+    result = {"video": args.video, "tokenizer": args.tokenizer, "picture": str(out_png),
+              "grid": list(grid.shape), "k": k,
+              "psnr_all": round(float(psnr(to_pixels(r["all"], cfg), target)), 3),
+              "psnr_topk": round(float(psnr(to_pixels(r["topk"], cfg), target)), 3),
+              "psnr_random": round(float(psnr(to_pixels(r["random"], cfg), target)), 3),
+              "topk": r["keep"][0].nonzero().flatten().tolist(),
+              "scores": [round(float(v), 4) for v in r["scores"][0]]}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.video}: grid {grid.shape}, top-{k} PSNR {result['psnr_topk']:.2f} dB "
+              f"(all {result['psnr_all']:.2f}, random-{k} {result['psnr_random']:.2f}); picture {out_png}")
+    return 0

@@ -1,0 +1,153 @@
+"""Tokenizer training on the shared loop: ``mvm tokenizer train``.
+
+Loss (pixels in [0, 1]): ``MSE(recon from the top-k) + all_weight * MSE(recon from all tokens)``
+plus the LFQ entropy term when LFQ is chosen. The top-k term is what teaches the scorer (its only
+gradient comes through the differentiable top-k); the all-token term keeps the codes a faithful
+description of every token, since the MAE later predicts them all. No perceptual or GAN term
+(ours: they need a pretrained network or a second optimiser, and the codes, not pretty pixels,
+are what the MAE consumes; docs/lvmae.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from mvm.config import Config
+from mvm.grid import TokenGrid
+from mvm.tokenizer.evaluate import EvalClip, evaluate_tokenizer, read_clip, to_pixels
+from mvm.tokenizer.model import VideoTokenizer, build_tokenizer
+from mvm.train import distributed as dist
+from mvm.train.loop import Task
+
+log = logging.getLogger(__name__)
+
+
+def build_from_config(cfg: Config) -> VideoTokenizer:
+    """The tokenizer a config describes (``[tokenizer]`` plus ``model.tubelet``/``model.patch``)."""
+    t = cfg.tokenizer
+    return build_tokenizer(t.size, cfg.model.tubelet, cfg.model.patch, t.quantizer, t.levels, t.temperature)
+
+
+def prepare_synthetic_with_masks(cfg: Config) -> None:
+    """With no ``data.train``, the built-in synthetic set with object masks (made if absent)."""
+    if cfg.data.train:
+        return
+    from mvm.data.synth import make_synthetic
+
+    root = Path(cfg.data.synth_dir)
+    wanted = {**dataclasses.asdict(cfg.synth), "object_masks": True}
+    try:
+        made_with = json.loads((root / "synth.json").read_text())["args"]
+    except (OSError, ValueError, KeyError):
+        made_with = None
+    if made_with != wanted or not (root / "train.csv").is_file() or not (root / "val.csv").is_file():
+        log.info("generating the synthetic set with object masks in %s", root)
+        for name in ("train.csv", "val.csv"):  # the lists mark a complete set
+            (root / name).unlink(missing_ok=True)
+        make_synthetic(root, **wanted, workers=max(1, cfg.data.workers))
+    cfg.data.train = str(root / "train.csv")
+    cfg.data.val = cfg.data.val or str(root / "val.csv")
+
+
+class TokenizerTask(Task):
+    """Train the LVMAE tokenizer (autoencoder, quantiser, scorer) on reconstruction."""
+
+    kind = "tokenizer"
+    best_metric = None
+    must_match = Task.must_match + ("tokenizer.size", "tokenizer.quantizer", "tokenizer.levels")
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        self.grid = TokenGrid.from_clip(cfg.data.frames, cfg.data.size, cfg.model.tubelet, cfg.model.patch)
+        self.k = max(1, int(round(cfg.tokenizer.budget * self.grid.num_tokens)))
+        self._clips: list[EvalClip] | None = None
+
+    def describe(self) -> str:
+        t = self.cfg.tokenizer
+        return (f"tokenizer {t.size} ({t.quantizer} {t.levels}) on grid {self.grid.shape}, "
+                f"top-k keeps {self.k} of {self.grid.num_tokens} tokens")
+
+    def check(self) -> None:
+        from mvm.data.formats import check_source
+
+        for source in (self.cfg.data.train, self.cfg.data.val):
+            if source:
+                check_source(source, self.cfg.data.format, self.cfg.data.root)
+        build_from_config(self.cfg)  # a power-of-two tubelet and patch, known size: fail before writing
+
+    def prepare(self) -> None:
+        prepare_synthetic_with_masks(self.cfg)
+
+    def build_model(self) -> torch.nn.Module:
+        return build_from_config(self.cfg)
+
+    def build_loader(self, start_sample: int, info: dist.DistInfo) -> tuple[Any, Any]:
+        from mvm.data.datasets import EpochSampler, VideoDataset, collate_items
+
+        cfg = self.cfg
+        dataset = VideoDataset(cfg.data.train, self.grid, cfg.data, train=True, seed=cfg.train.seed,
+                               with_motion=False)
+        sampler = EpochSampler(len(dataset), seed=cfg.train.seed, shuffle=True, start=start_sample,
+                               num_replicas=info.world, rank=info.rank)
+        loader = DataLoader(dataset, batch_size=cfg.optim.batch_size, sampler=sampler,
+                            num_workers=cfg.data.workers, collate_fn=collate_items,
+                            persistent_workers=cfg.data.workers > 0,
+                            prefetch_factor=4 if cfg.data.workers else None)
+        return dataset, loader
+
+    def loss(self, model: torch.nn.Module, batch: dict, device: torch.device,
+             step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg = self.cfg
+        video = batch["video"].to(device, non_blocking=True)
+        out = model(video, self.k, all_tokens=cfg.tokenizer.all_weight > 0)
+        target = to_pixels(video, cfg)
+        mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1, 1) for v in (cfg.data.mean, cfg.data.std))
+        # unclamped pixels for the loss, so the gradient does not vanish outside [0, 1]
+        topk = (out.recon_topk.float() * std + mean - target).pow(2).mean()
+        loss = topk + out.aux
+        parts = {"topk_mse": topk.detach()}
+        if out.recon_all is not None:
+            full = (out.recon_all.float() * std + mean - target).pow(2).mean()
+            loss = loss + cfg.tokenizer.all_weight * full
+            parts["all_mse"] = full.detach()
+        return loss, parts
+
+    def _eval_clips(self) -> list[EvalClip]:
+        if self._clips is None:
+            from mvm.data.formats import open_source
+
+            src = open_source(self.cfg.data.val, self.cfg.data.format, self.cfg.data.root)
+            self._clips = [read_clip(e.path, self.cfg) for e in src.entries[: self.cfg.tokenizer.eval_clips]]
+        return self._clips
+
+    def evaluate(self, model: torch.nn.Module, device: torch.device, step: int) -> dict[str, float]:
+        if not self.cfg.data.val:
+            return {}
+        return evaluate_tokenizer(model, self._eval_clips(), self.cfg, device)
+
+    def finish(self, model: torch.nn.Module, run_dir: Path, device: torch.device) -> dict[str, Any]:
+        from mvm.viz.curves import plot_loss_curve
+
+        out: dict[str, Any] = {"loss_curve": str(plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss_curve.png"))}
+        if self.cfg.data.val:
+            from mvm.viz.tokenizer import plot_tokenizer_clip
+
+            paths = []
+            for i, clip in enumerate(self._eval_clips()[:4]):
+                paths.append(str(plot_tokenizer_clip(model, clip, self.cfg, run_dir / "clips" / f"{i:02d}.png", device)))
+            out["clip_pictures"] = paths
+        return out
+
+
+def run_tokenizer(cfg: Config, resume: bool = False, progress: Any = None, loss_hook: Any = None) -> dict[str, Any]:
+    """Train a tokenizer per ``cfg`` on the shared loop; returns the summary (also ``summary.json``)."""
+    from mvm.train.loop import run_task
+
+    return run_task(TokenizerTask(cfg), resume=resume, progress=progress, loss_hook=loss_hook)
