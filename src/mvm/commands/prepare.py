@@ -2,7 +2,9 @@
 
 Motion-friendly: one reference frame and no B-frames (every vector then spans exactly one
 frame, so codec motion needs no reference guessing), a fixed GOP, constant quality. The new list
-keeps each video's label; unreadable files are skipped and reported, never fatal.
+keeps each video's label (one ``path label`` line per entry, relative to the list's folder, so
+pretraining reads it back as written); unreadable files are skipped and reported. Sources are
+read by ``mvm.data.formats`` like everywhere else; entries with a frame span become clips of it.
 """
 
 from __future__ import annotations
@@ -12,62 +14,74 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
-HELP = "transcode a video list or folder to H.264 with motion-friendly settings (ref=1, no B-frames)"
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp")
+HELP = "transcode a dataset (any format mvm reads) to H.264 with motion-friendly settings (ref=1, no B-frames)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", help="list file (`path label` per line) or folder of videos")
+    from mvm.commands.data import add_source_arguments
+
+    add_source_arguments(p)
     p.add_argument("out_dir", help="output folder: transcoded videos and the new list")
     p.add_argument("--gop", type=int, default=16, help="keyframe interval in frames (default 16)")
     p.add_argument("--crf", type=int, default=23, help="x264 constant quality, lower is better (default 23)")
     p.add_argument("--list-name", default=None, help="name of the new list (default: the input list's name, "
-                   "or list.txt for a folder)")
+                   "with .txt for other formats, or list.txt for a folder)")
     p.add_argument("--workers", type=int, default=1, help="parallel transcoding processes")
 
 
-def read_entries(source: Path) -> tuple[list[tuple[Path, Path, str]], list[tuple[str, str]]]:
-    """``(input, relative output name, label)`` per video, and ``(line or file, reason)`` for
-    lines that cannot be used. Folders: every video file below, labelled by the index of its
-    parent folder among the sorted parent folders (all 0 when the videos sit in one folder)."""
-    entries: list[tuple[Path, Path, str]] = []
-    bad: list[tuple[str, str]] = []
-    if source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-        parents = sorted({p.parent for p in files})
-        for f in files:
-            entries.append((f, f.relative_to(source).with_suffix(".mp4"), str(parents.index(f.parent))))
-        return entries, bad
-    root = source.parent
-    for n, line in enumerate(source.read_text().splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        parts = line.strip().rsplit(maxsplit=1)
-        if len(parts) != 2:
-            bad.append((f"{source}:{n}", f"expected `path label`, got {line.strip()!r}"))
-            continue
-        rel, label = parts
+def output_names(entries: list, root: Path) -> list[Path]:
+    """A unique output path (relative, ``.mp4``) per distinct ``(path, start, end)``, in entry order.
+
+    The input's path relative to ``root`` is kept (absolute paths outside it lose their anchor);
+    a frame span adds ``_<start>-<end>``. Inputs that would land on the same name (``clip.avi``
+    and ``clip.mp4`` in one folder) keep their original extension in the name (``clip.avi.mp4``),
+    then a counter if still taken.
+    """
+    names: dict[tuple, Path] = {}
+    taken: set[str] = set()
+
+    def rel(path: str) -> Path:
+        p = Path(path)
         try:
-            int(label)
+            return p.relative_to(root)
         except ValueError:
-            bad.append((f"{source}:{n}", f"label {label!r} is not an integer"))
+            return Path(*p.parts[1:]) if p.is_absolute() else p
+
+    wanted: dict[tuple, Path] = {}
+    for e in entries:
+        key = (e.path, e.start, e.end)
+        if key in wanted:
             continue
-        path = Path(rel) if Path(rel).is_absolute() else root / rel
-        name = Path(rel).with_suffix(".mp4")
-        if name.is_absolute():
-            name = Path(*name.parts[1:])
-        entries.append((path, name, label))
-    return entries, bad
+        r = rel(e.path)
+        span = "" if e.start is None and e.end is None else f"_{e.start or 0}-{'' if e.end is None else e.end}"
+        wanted[key] = r.with_name(r.stem + span + ".mp4") if r.suffix else r.with_name(r.name + span + ".mp4")
+    clash: dict[str, int] = {}
+    for name in wanted.values():
+        clash[name.as_posix().lower()] = clash.get(name.as_posix().lower(), 0) + 1
+    for key, name in wanted.items():
+        if clash[name.as_posix().lower()] > 1:
+            r = rel(key[0])
+            name = name.with_name(r.name + name.name[len(r.stem):])  # clip_10-20.mp4 -> clip.avi_10-20.mp4
+        base, n = name, 1
+        while name.as_posix().lower() in taken:
+            n += 1
+            name = base.with_name(f"{base.stem}-{n}.mp4")
+        taken.add(name.as_posix().lower())
+        names[key] = name
+    return [names[(e.path, e.start, e.end)] for e in entries]
 
 
-def transcode(src: Path, dst: Path, gop: int, crf: int) -> str | None:
-    """Transcode one video; returns None, or the reason it was skipped."""
+def transcode(src: Path, dst: Path, gop: int, crf: int, start: int | None = None, end: int | None = None
+              ) -> str | None:
+    """Transcode one video (frames ``[start, end)`` of it when given); returns None, or the reason
+    it was skipped."""
     import numpy as np
 
     from mvm.data.video_io import VideoDecodeError, decode_video, encode_video
 
     try:
-        video = decode_video(src)
+        first = max(0, start or 0)
+        video = decode_video(src, start=first, max_frames=None if end is None else max(1, end - first))
     except VideoDecodeError as e:
         return str(e)[len(e.path) + 2:]  # "reason: detail" without the path
     frames = video.frames
@@ -87,7 +101,7 @@ def transcode(src: Path, dst: Path, gop: int, crf: int) -> str | None:
     return None
 
 
-def _job(item: tuple[Path, Path, int, int]) -> str | None:
+def _job(item: tuple) -> str | None:
     return transcode(*item)
 
 
@@ -96,39 +110,51 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from mvm.data.formats import DataSourceError, open_source
+
     source, out_dir = Path(args.source), Path(args.out_dir)
-    if not source.exists():
-        print(f"mvm prepare: {source}: no such list file or folder", file=sys.stderr)
-        return 2
     if args.gop < 1 or not 0 <= args.crf <= 51:
         print("mvm prepare: --gop must be >= 1 and --crf in [0, 51]", file=sys.stderr)
         return 2
-    list_name = args.list_name or (source.name if source.is_file() else "list.txt")
-    out_list = out_dir / list_name
+    try:
+        src = open_source(source, args.format, args.root, split=args.split, subset=args.subset)
+    except DataSourceError as e:
+        print(f"mvm prepare: {e}", file=sys.stderr)
+        return 2
+    default = "list.txt" if source.is_dir() else (source.name if src.format == "videomae" else source.stem + ".txt")
+    out_list = out_dir / (args.list_name or default)
     if source.is_file() and out_list.resolve() == source.resolve():
         print(f"mvm prepare: the new list would overwrite {source}; choose another OUT_DIR or --list-name",
               file=sys.stderr)
         return 2
-    entries, skipped = read_entries(source)
+    root = Path(args.root) if args.root else (source if source.is_dir() else source.parent)
+    names = output_names(src.entries, root)
+    jobs: dict[Path, tuple] = {}
+    for e, name in zip(src.entries, names):
+        jobs.setdefault(name, (Path(e.path), out_dir / name, args.gop, args.crf, e.start, e.end))
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(src, out_dir / name, args.gop, args.crf) for src, name, _ in entries]
     bar = dict(total=len(jobs), desc="prepare", unit="video", file=sys.stderr, dynamic_ncols=True)
     if args.workers > 1:
         with ProcessPoolExecutor(args.workers) as pool:
-            reasons = list(tqdm(pool.map(_job, jobs, chunksize=4), **bar))
+            reasons = dict(zip(jobs, tqdm(pool.map(_job, jobs.values(), chunksize=4), **bar)))
     else:
-        reasons = [_job(j) for j in tqdm(jobs, **bar)]
-    lines = []
-    for (src, name, label), reason in zip(entries, reasons):
-        if reason is None:
-            lines.append(f"{name.as_posix()} {label}")
-        else:
-            skipped.append((str(src), reason))
-    out_list.write_text("".join(line + "\n" for line in lines))
-    print(f"transcoded {len(lines)} of {len(entries)} videos to {out_dir} (H.264, ref=1, no B-frames, "
-          f"gop {args.gop}, crf {args.crf}); list: {out_list}")
+        reasons = {name: _job(job) for name, job in tqdm(jobs.items(), **bar)}
+    # Paths may hold spaces: the label is the last field, as mvm reads lists.
+    lines = [f"{name.as_posix()} {e.label}" for e, name in zip(src.entries, names) if reasons[name] is None]
+    skipped = [(str(job[0]), reasons[name]) for name, job in jobs.items() if reasons[name] is not None]
+    skipped += [(line, "malformed line") for line in src.malformed]
+    done = sum(r is None for r in reasons.values())
     if skipped:
         print(f"skipped {len(skipped)}:", file=sys.stderr)
         for what, reason in skipped:
             print(f"  {what}: {reason}", file=sys.stderr)
-    return 0 if lines or not entries else 1
+    if not done:
+        if out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # made above; leave nothing behind
+        print(f"mvm prepare: none of the {len(jobs)} videos of {source} could be transcoded "
+              f"(e.g. {skipped[0][0]}: {skipped[0][1]}); no list written", file=sys.stderr)
+        return 1
+    out_list.write_text("".join(line + "\n" for line in lines))
+    print(f"transcoded {done} of {len(jobs)} videos to {out_dir} (H.264, ref=1, no B-frames, "
+          f"gop {args.gop}, crf {args.crf}); list: {out_list}")
+    return 0
