@@ -1,0 +1,146 @@
+"""The shared training loop with a toy job: validation, best checkpoint, task state, resume, summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from mvm.config import load_config
+from mvm.train.checkpoint import CheckpointError
+from mvm.train.loop import Task, run_task
+
+
+class ToyData(torch.utils.data.Dataset):
+    """y = x @ w for a fixed w; a sample is a pure function of its index."""
+
+    def __len__(self) -> int:
+        return 64
+
+    def __getitem__(self, i: int) -> dict:
+        g = torch.Generator().manual_seed(int(i))
+        x = torch.randn(4, generator=g)
+        return {"x": x, "y": x @ torch.tensor([1.0, -2.0, 0.5, 3.0])}
+
+
+def collate(items: list[dict]) -> dict:
+    x = torch.stack([it["x"] for it in items])
+    return {"video": x, "x": x, "y": torch.stack([it["y"] for it in items]), "failed": []}
+
+
+class ToyTask(Task):
+    kind = "toy"
+    best_metric = "val_score"
+    must_match = ()
+
+    def __init__(self, cfg, fail_finish: bool = False) -> None:
+        super().__init__(cfg)
+        self.evaluated: list[int] = []
+        self.updates = 0
+        self.fail_finish = fail_finish
+
+    def build_model(self) -> nn.Module:
+        return nn.Linear(4, 1)
+
+    def build_loader(self, start_sample, info):
+        from mvm.data.loader import video_loader
+
+        data = ToyData()
+        return data, video_loader(data, self.cfg.optim.batch_size, collate, 0, self.cfg.train.seed, start_sample)
+
+    def loss(self, model, batch, device, step):
+        err = model(batch["x"].to(device)).squeeze(1) - batch["y"].to(device)
+        loss = (err ** 2).mean()
+        return loss, {"abs_err": err.abs().mean().detach()}
+
+    def after_step(self, model, step):
+        self.updates += 1
+
+    def evaluate(self, model, device, step):
+        self.evaluated.append(step)
+        w = model.weight.detach().flatten()
+        # a score that rises, falls, then rises less: the best is not the last
+        return {"val_score": float(-((w - torch.tensor([1.0, -2.0, 0.5, 3.0])) ** 2).sum()) - (step == 8) * 100}
+
+    def state_dict(self):
+        return {"updates": self.updates}
+
+    def load_state_dict(self, state):
+        self.updates = int(state["updates"])
+
+    def finish(self, model, run_dir, device):
+        if self.fail_finish:
+            raise RuntimeError("picture failed")
+        return {"finished": True}
+
+
+def toy_cfg(out: Path, steps: int = 10, *extra: str):
+    return load_config(None, [f"train.out={out}", f"train.steps={steps}", "optim.batch_size=8", "optim.base_lr=20",
+                              "optim.warmup_steps=0", "optim.clip_grad=0", "train.log_every=1", "train.ckpt_every=4",
+                              "train.eval_every=4", "train.keep_ckpts=5", "model.name=tiny", *extra])
+
+
+def test_validation_best_checkpoint_task_state_and_summary(tmp_path):
+    task = ToyTask(toy_cfg(tmp_path / "run"))
+    summary = run_task(task)
+    assert task.evaluated == [4, 8, 10]  # every eval_every, and at the end
+    assert summary["finished"] and summary["steps"] == 10 and "abs_err" in summary
+    best = json.loads((tmp_path / "run" / "best" / "meta.json").read_text())
+    assert best["step"] != 8 and summary["best_val_score"] == pytest.approx(best["val_score"])
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert {r["step"] for r in rows if "val_score" in r} == {4, 8, 10}
+    assert all(0 <= r["data_wait"] <= 1 for r in rows if "data_wait" in r)
+    assert json.loads((tmp_path / "run" / "ckpt-0000004" / "meta.json").read_text())["kind"] == "toy"
+
+
+def test_resume_restores_weights_optimizer_and_task_state(tmp_path):
+    whole = ToyTask(toy_cfg(tmp_path / "whole"))
+    run_task(whole)
+    first = ToyTask(toy_cfg(tmp_path / "split"))  # the same run stopped by SIGTERM after step 4 ...
+
+    def stop_after_step_4(step: int, loss: torch.Tensor) -> torch.Tensor:
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    assert run_task(first, loss_hook=stop_after_step_4)["stopped_by"] == "SIGTERM"
+    assert first.evaluated == []  # the stop comes before that step's validation
+    second = ToyTask(toy_cfg(tmp_path / "split", 10))  # ... and continued to 10
+    run_task(second, resume=True)
+    assert second.updates == whole.updates == 10
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "whole" / "ckpt-0000010" / "model.safetensors"))
+    b = load_file(str(tmp_path / "split" / "ckpt-0000010" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refusals(tmp_path):
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        run_task(ToyTask(toy_cfg(tmp_path / "empty")), resume=True)
+    run_task(ToyTask(toy_cfg(tmp_path / "run", 4)))
+    with pytest.raises(CheckpointError, match="resume=True"):
+        run_task(ToyTask(toy_cfg(tmp_path / "run", 4)))
+
+    class Other(ToyTask):
+        kind = "other"
+
+    with pytest.raises(CheckpointError, match="toy checkpoint"):
+        run_task(Other(toy_cfg(tmp_path / "run", 8)), resume=True)
+
+
+def test_summary_is_written_when_end_of_run_work_fails(tmp_path):
+    summary = run_task(ToyTask(toy_cfg(tmp_path / "run", 2), fail_finish=True))
+    assert summary["finish_error"] == "picture failed"
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 2
+
+
+def test_accumulation_counts_clips_and_matches_the_big_batch(tmp_path):
+    big = run_task(ToyTask(toy_cfg(tmp_path / "big", 3, "optim.batch_size=8")))
+    acc = run_task(ToyTask(toy_cfg(tmp_path / "acc", 3, "optim.batch_size=4", "optim.accum_steps=2")))
+    assert big["final_loss"] == pytest.approx(acc["final_loss"], rel=1e-5)
