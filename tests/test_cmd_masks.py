@@ -89,3 +89,41 @@ def test_plot_masks_checks_the_frames(tmp_path):
     assert path.stat().st_size > 0
     with pytest.raises(ValueError, match="grid"):
         plot_masks(np.zeros((4, 16, 8, 3), np.float32), masks, grid, tmp_path / "y.png")
+
+
+def test_regions_drawn_are_the_ones_the_masks_used(moving_square, tmp_path, capsys):
+    """The rectangle the picture outlines is hidden in every token-frame (same seed, same draw), and
+    MGM's sits on the square moving right."""
+    from mvm.masking import ENCODER_MASKS, MaskContext
+
+    grid = TokenGrid.from_clip(8, 64, 2, 8)
+    motion = torch.zeros(1, *grid.shape, 2)
+    for i in range(grid.t):  # a 2x2-token object moving right one token per token-frame
+        motion[0, i, 3:5, 1 + i:3 + i, 0] = 4.0
+    for name in ("mgm", "smm"):
+        strategy = ENCODER_MASKS.build(name, ratio=0.75)
+        ctx = MaskContext(motion=motion)
+        mask = strategy(grid, 1, torch.Generator().manual_seed(5), ctx)[0].view(grid.shape)
+        rows, cols, top, left = strategy.regions(grid, 1, torch.Generator().manual_seed(5), ctx)[:4]
+        for i in range(grid.t):
+            assert mask[i, top[0, i]:top[0, i] + rows[0], left[0, i]:left[0, i] + cols[0]].all()
+        if name == "mgm":
+            centre = left[0] + cols[0] / 2
+            assert (np.diff(centre) >= 0).all() and centre[-1] > centre[0]  # follows the motion right
+    png = tmp_path / "regions.png"
+    assert main(["masks", moving_square, *ARGS, "--start", "4", "--out", str(png), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["frames"] == [4, 6, 8, 10, 12, 14, 16, 18] and png.stat().st_size > 1000
+    assert main(["masks", moving_square, *ARGS, "--start", "20"]) == 2
+    assert "--start 20" in capsys.readouterr().err
+
+
+def test_strong_motion_keeps_the_fast_tokens_without_the_camera():
+    from mvm.viz.masks import strong_motion
+
+    motion = torch.zeros(2, 4, 5, 2)
+    motion[..., 0] = 3.0  # a camera pan: everything moves 3 px right
+    motion[0, 1, 2, 1] = 5.0  # one token also moves down
+    vec, strong = strong_motion(motion)
+    assert strong.sum() == 1 and strong[0, 1, 2]
+    assert np.allclose(vec[1], 0) and np.allclose(vec[0, 1, 2], [0.0, 5.0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 HELP = "show encoder masks (tube, mgm, smm, random, ...) over the frames of a video, with its motion"
 
@@ -23,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tubelet", type=int, default=2, help="frames per token (default 2)")
     p.add_argument("--source", choices=["auto", "codec", "estimate", "none"], default="auto",
                    help="motion source (default auto: codec vectors, else block matching)")
+    p.add_argument("--start", type=int,
+                   help="first frame of the clip (default: the clip in the middle of the video, as evaluation takes it)")
     p.add_argument("--seed", type=int, default=0, help="mask seed (default 0)")
     p.add_argument("--out", help="PNG picture: one row per strategy, one column per token-frame")
     p.add_argument("--json", action="store_true",
@@ -69,7 +72,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"mvm masks: cannot read {args.video}: {e}", file=sys.stderr)
         return 1
     rng = np.random.default_rng(args.seed)
-    idx = clip_indices(decoded.num_frames, args.frames, args.stride, train=False, rng=rng)
+    if args.start is None:
+        idx = clip_indices(decoded.num_frames, args.frames, args.stride, train=False, rng=rng)
+    else:
+        idx = args.start + np.arange(args.frames) * args.stride
+        if args.start < 0 or idx[-1] >= decoded.num_frames:
+            print(f"mvm masks: --start {args.start}: a clip of {args.frames} frames at stride {args.stride} "
+                  f"needs frames {args.start}..{idx[-1]}, {args.video} has 0..{decoded.num_frames - 1}",
+                  file=sys.stderr)
+            return 2
     data = DataConfig()  # the training normalisation, undone below for the picture
     transform = ClipTransform(args.size, train=False, mean=data.mean, std=data.std)
     video, motion = transform(decoded.frames[idx], clip_motion(field, idx), rng, block=field.block)
@@ -91,8 +102,14 @@ def run(args: argparse.Namespace) -> int:
         mean = torch.tensor(data.mean).view(3, 1, 1, 1)
         std = torch.tensor(data.std).view(3, 1, 1, 1)
         pixels = (video * std + mean).clamp(0, 1).permute(1, 2, 3, 0).numpy()  # [T, S, S, 3]
-        plot_masks(pixels, masks, grid, args.out, motion=tokens,
-                   title=f"{args.video}: ratio {args.ratio}, motion from {field.source}")
+        regions = {}
+        for name, strategy in strategies.items():
+            if hasattr(strategy, "regions"):  # SMM/MGM: the same seed redraws the rectangle the mask used
+                rows, cols, top, left = strategy.regions(grid, 1, torch.Generator().manual_seed(args.seed), ctx)[:4]
+                regions[name] = (int(rows[0]), int(cols[0]), top[0], left[0])
+        plot_masks(pixels, masks, grid, args.out, motion=tokens, regions=regions,
+                   title=f"{Path(args.video).name}: encoder masks at ratio {args.ratio}, "
+                         f"{'x'.join(map(str, grid.shape))} tokens, motion from {field.source}")
         summary["picture"] = str(args.out)
     if args.json:
         print(json.dumps(summary, indent=1))
