@@ -6,6 +6,9 @@ the span fits; evaluation centres it, or, for VideoMAE's multi-view test, spread
 starts evenly from the first to the last position and takes number ``clip_index``. A video
 shorter than the span keeps the stride from frame 0 and repeats its last frame (VideoMAE pads
 short videos the same way), so every clip has exactly ``frames`` indices.
+
+:class:`EpochSampler` is the order in which dataset items are drawn: a seeded permutation per
+epoch, resumable at any position, sharded over ranks.
 """
 
 from __future__ import annotations
