@@ -1,4 +1,5 @@
-"""Picture of a motion field: a few frames with arrows on top, colour-coded direction below."""
+"""Picture of a motion field: a few frames with arrows on top, colour-coded direction below, and a
+colour-wheel key that says which colour is which direction and how bright is how fast."""
 
 from __future__ import annotations
 
@@ -26,6 +27,28 @@ def direction_colours(flow: np.ndarray, max_mag: float | None = None) -> np.ndar
     return hsv_to_rgb(hsv)
 
 
+def draw_direction_key(ax: plt.Axes, vmax: float, size: int = 101) -> None:
+    """The key to :func:`direction_colours`: a wheel whose colour at each point is the colour of a
+    motion pointing that way from the centre, full brightness at ``vmax`` pixels/frame on the rim.
+
+    Image coordinates (y down), as in the frames: the bottom of the wheel is motion downwards.
+    """
+    r = np.linspace(-1.0, 1.0, size)
+    grid = np.stack(np.meshgrid(r, r), -1)  # [size, size, 2] (x right, y down)
+    rgb = direction_colours(grid * vmax, vmax)
+    inside = np.linalg.norm(grid, axis=-1) <= 1.0
+    rgba = np.concatenate([rgb, inside[..., None].astype(rgb.dtype)], -1)
+    ax.imshow(rgba, extent=(-1, 1, 1, -1), interpolation="bilinear")
+    for x, y, text, ha, va in ((1.08, 0, "right", "left", "center"), (-1.08, 0, "left", "right", "center"),
+                               (0, -1.1, "up", "center", "bottom"), (0, 1.1, "down", "center", "top")):
+        ax.text(x, y, text, ha=ha, va=va, fontsize=8)
+    ax.set_xlim(-1.7, 1.7)
+    ax.set_ylim(1.9, -1.5)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(f"key: direction = colour,\nspeed = brightness\n(rim: {vmax:.1f} px/frame or more)", fontsize=8)
+
+
 def plot_motion(frames: np.ndarray, field: MotionField, out: str | Path, shown: int = 4,
                 title: str = "", arrow_step: int | None = None) -> Path:
     """Draw ``shown`` evenly spaced frames: frame + arrows (top row), direction colours (bottom).
@@ -46,7 +69,10 @@ def plot_motion(frames: np.ndarray, field: MotionField, out: str | Path, shown: 
     hm, wm = field.flow.shape[1:3]
     step = arrow_step or max(1, wm // 16)
     vmax = max(float(np.percentile(field.magnitude(), 99)), 1e-3)
-    fig, axes = plt.subplots(2, len(picks), figsize=(3 * len(picks), 6), squeeze=False)
+    fig, axes = plt.subplots(2, len(picks) + 1, figsize=(3 * len(picks) + 2, 6 * min(1.0, h / w) + 1.8), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.0] * len(picks) + [0.65]})
+    axes[0, -1].axis("off")
+    draw_direction_key(axes[1, -1], vmax)
     ys, xs = np.mgrid[0:hm:step, 0:wm:step]
     for col, f in enumerate(picks):
         top, bottom = axes[0, col], axes[1, col]
