@@ -9,10 +9,19 @@ import pytest
 import torch
 from test_motion_codec import FRAMES, moving_square, object_error
 
-from mvm.data.video_io import VideoDecodeError, decode_video, encode_video
+from mvm.data.video_io import DecodedVideo, VideoDecodeError, decode_video, encode_video
 from mvm.grid import TokenGrid
 from mvm.motion import field as field_mod
-from mvm.motion.field import MotionField, clip_motion, frame_motion, to_token_grid, token_magnitude
+from mvm.motion.field import (
+    MotionField,
+    clip_block,
+    clip_motion,
+    frame_motion,
+    motion_for_clip,
+    motion_for_clips,
+    to_token_grid,
+    token_magnitude,
+)
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +135,86 @@ def test_token_grid_pools_block_fields_and_rejects_wrong_shapes():
         to_token_grid(torch.zeros(4, 1, 8, 2), grid)
     with pytest.raises(ValueError):
         to_token_grid(torch.zeros(4, 8, 8), grid)
+
+
+# motion_for_clip: the clip's motion from the clip's frames only. On these 64-px clips fewer than
+# PROBE (256) vectors are checkable, so every moving vector's reference is checked both in the
+# whole-video field and in the span, and the per-frame fields agree exactly; the tolerance only
+# covers float summation order (hole filling in float64, accumulation from the span's start).
+SPAN_TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def gop_videos(tmp_path_factory):
+    """32-frame moving-square videos, GOP 16 (an I-frame at 16), per (refs, bframes)."""
+    root = tmp_path_factory.mktemp("gop")
+    frames, _ = moving_square((1, -1), frames=32)
+    out = {}
+    for refs in (1, 3):
+        for bframes in (0, 2):
+            path = root / f"r{refs}b{bframes}.mp4"
+            encode_video(path, frames, gop=16, bframes=bframes, refs=refs)
+            out[refs, bframes] = decode_video(path, with_motion=True)
+    return out
+
+
+@pytest.mark.parametrize("refs,bframes", [(1, 0), (1, 2), (3, 0), (3, 2)])
+@pytest.mark.parametrize("stride", [2, 4])
+def test_motion_for_clip_equals_the_whole_video_path(gop_videos, refs, bframes, stride):
+    decoded = gop_videos[refs, bframes]
+    for start in (0, 1, 3, 9, 16 - stride, 17, 32 - 6 * stride):  # at the start, around the I-frame, at the end
+        idx = np.arange(start, start + 6 * stride, stride)
+        want = clip_motion(frame_motion(decoded, block=4), idx)
+        got, block = motion_for_clip(decoded, idx, block=4)
+        assert block == 4 and got.shape == want.shape and got.dtype == np.float32
+        np.testing.assert_allclose(got, want, atol=SPAN_TOL, err_msg=f"clip from frame {start}")
+        assert np.abs(want).max() > 1  # the square moves: a real comparison
+
+
+def test_motion_for_clip_reads_only_the_frames_it_needs(gop_videos):
+    decoded = gop_videos[1, 0]
+    idx = np.arange(6, 30, 4)  # needs the motion of frames 3..26
+    want, _ = motion_for_clip(decoded, idx, block=4)
+    # Vectors of frames outside the span (and not needed to fill an I-frame) do not matter ...
+    rng = np.random.default_rng(0)
+    noisy = list(decoded.motion_vectors)
+    for f in (1, 2, 27, 28, 29, 30, 31):  # frame 0 is the I-frame
+        mv = noisy[f].copy()
+        mv["motion_x"] = rng.integers(-200, 200, len(mv))
+        noisy[f] = mv
+    poisoned = DecodedVideo(decoded.frames, decoded.fps, decoded.codec, noisy, decoded.pict_types)
+    np.testing.assert_array_equal(motion_for_clip(poisoned, idx, block=4)[0], want)
+    # ... and a decode cut from the keyframe before the clip's first needed frame to its last
+    # (what the dataset decodes) gives the same clip motion (ref=1: no reference is cut off).
+    window = decoded.window(0, 27)
+    np.testing.assert_allclose(motion_for_clip(window, idx, block=4)[0], want, atol=SPAN_TOL)
+    cut = decoded.window(16, 32)  # starts at the I-frame: indices are relative to the window
+    np.testing.assert_allclose(motion_for_clip(cut, idx[3:] - 16, block=4)[0],
+                               clip_motion(frame_motion(cut, block=4), idx[3:] - 16), atol=SPAN_TOL)
+
+
+def test_motion_for_clips_shares_frames_and_matches_single_clips(gop_videos):
+    decoded = gop_videos[3, 2]
+    clips = [np.arange(2, 26, 4), np.arange(5, 17, 2), np.arange(20, 32, 2), np.array([7])]
+    many = motion_for_clips(decoded, clips, block=8)
+    for idx, (motion, block) in zip(clips, many):
+        assert block == 8
+        np.testing.assert_allclose(motion, clip_motion(frame_motion(decoded, block=8), idx), atol=SPAN_TOL)
+
+
+@pytest.mark.parametrize("source", ["estimate", "none"])
+def test_motion_for_clip_other_sources(gop_videos, source):
+    decoded = gop_videos[1, 0]
+    for idx in (np.arange(0, 24, 4), np.arange(9, 31, 2)):
+        want = clip_motion(frame_motion(decoded, source, block=4), idx)
+        np.testing.assert_allclose(motion_for_clip(decoded, idx, source, block=4)[0], want, atol=SPAN_TOL)
+    with pytest.raises(ValueError, match="motion source"):
+        motion_for_clip(decoded, np.arange(4), "flow")
+
+
+def test_clip_block_follows_the_token_size():
+    # at most short side / 28 source pixels per cell, between 4 and 16 (an H.264 macroblock)
+    assert [clip_block(h, 640) for h in (64, 144, 224, 340, 720)] == [4, 4, 8, 8, 16]
+    decoded = DecodedVideo(np.zeros((3, 340, 452, 3), np.uint8), 25.0, "h264", [None] * 3, ["I"] * 3)
+    motion, block = motion_for_clip(decoded, np.array([0, 2]), "none")
+    assert block == 8 and motion.shape == (2, 43, 57, 2)

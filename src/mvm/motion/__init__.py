@@ -7,7 +7,15 @@ Convention everywhere: where content moved from the previous frame to this one, 
 
 from mvm.motion.codec import codec_field
 from mvm.motion.estimate import estimate_field
-from mvm.motion.field import MotionField, clip_motion, frame_motion, to_token_grid, token_magnitude
+from mvm.motion.field import (
+    MotionField,
+    clip_motion,
+    frame_motion,
+    motion_for_clip,
+    motion_for_clips,
+    to_token_grid,
+    token_magnitude,
+)
 
-__all__ = ["MotionField", "clip_motion", "codec_field", "estimate_field", "frame_motion", "to_token_grid",
-           "token_magnitude"]
+__all__ = ["MotionField", "clip_motion", "codec_field", "estimate_field", "frame_motion", "motion_for_clip",
+           "motion_for_clips", "to_token_grid", "token_magnitude"]

@@ -170,8 +170,8 @@ def _reference_distance(frames: np.ndarray, types: list[str], v: dict[str, np.nd
     """Frames between each vector's frame and its reference (0 where none is decoded)."""
     nf, h, w = frames.shape[:3]
     past, future = _candidates(types, nf)
-    cand = np.where((v["dir"] > 0)[:, None], future[v["f"]], past[v["f"]])  # [N, C]
-    dist = cand[:, 0].copy()
+    fut = v["dir"] > 0
+    dist = np.where(fut, future[v["f"], 0], past[v["f"], 0])  # the structural guess
     if not check:
         return dist
     # Checked: moving vectors whose block and reference block lie inside the picture (near the
@@ -181,11 +181,14 @@ def _reference_distance(frames: np.ndarray, types: list[str], v: dict[str, np.nd
     ox, oy = v["ox"], v["oy"]
     checkable = ((np.minimum(x0, x0 + ox) >= 0) & (np.maximum(x1, x1 + ox) <= w)
                  & (np.minimum(y0, y0 + oy) >= 0) & (np.maximum(y1, y1 + oy) <= h)
-                 & (np.hypot(ox, oy) >= MIN_CHECKED) & (cand[:, 1:] > 0).any(1))
+                 & (ox * ox + oy * oy >= MIN_CHECKED ** 2))
     sel = np.flatnonzero(checkable)
+    cand = np.where(fut[sel, None], future[v["f"][sel]], past[v["f"][sel]])  # [M, C]
+    alt = (cand[:, 1:] > 0).any(1)  # another candidate to compare with
+    sel, cand = sel[alt], cand[alt]
     if sel.size > PROBE:
-        probe = sel[np.linspace(0, sel.size - 1, PROBE).astype(np.int64)]
-        if (_best_distance(frames, v, cand, probe) != dist[probe]).mean() <= PROBE_FARTHER:
+        pick = np.linspace(0, sel.size - 1, PROBE).astype(np.int64)
+        if (_best_distance(frames, v, cand[pick], sel[pick]) != dist[sel[pick]]).mean() <= PROBE_FARTHER:
             return dist  # (almost) no sign of farther references: the structural guess holds
     dist[sel] = _best_distance(frames, v, cand, sel)
     return dist
@@ -193,7 +196,7 @@ def _reference_distance(frames: np.ndarray, types: list[str], v: dict[str, np.nd
 
 def _best_distance(frames: np.ndarray, v: dict[str, np.ndarray], cand: np.ndarray,
                    sel: np.ndarray) -> np.ndarray:
-    """For vectors ``sel``, the candidate distance whose frame matches the block best.
+    """For vectors ``sel`` with candidate distances ``cand [M, C]``, the one whose frame matches best.
 
     Costs: mean absolute difference of the green channel (a cheap luma proxy) on a 4x4 lattice
     of integer-rounded points, clamped to the frame. The points' pixel offsets are the same in
@@ -202,7 +205,7 @@ def _best_distance(frames: np.ndarray, v: dict[str, np.ndarray], cand: np.ndarra
     cost 4x more)."""
     nf, h, w = frames.shape[:3]
     flat = frames.reshape(-1)  # a view for the contiguous arrays decoding produces
-    c = cand[sel]  # [M, C]
+    c = cand
     lat = (np.arange(4, dtype=np.float32) + 0.5) / 4 - 0.5  # 4x4 lattice inside the block
     px = v["x"][sel, None] + lat * v["bw"][sel, None]  # [M, 4]
     py = v["y"][sel, None] + lat * v["bh"][sel, None]

@@ -208,24 +208,55 @@ def motion_for_clip(decoded: DecodedVideo, indices: np.ndarray, source: str = "a
     Raises:
         ValueError, VideoDecodeError: as ``frame_motion``.
     """
+    return motion_for_clips(decoded, [indices], source, path, block)[0]
+
+
+def motion_for_clips(decoded: DecodedVideo, clips: list[np.ndarray], source: str = "auto", path: str = "",
+                     block: int | None = None) -> list[tuple[np.ndarray, int]]:
+    """``motion_for_clip`` for several clips of one decoded video (``data.repeat``): frames that
+    more than one clip needs are turned into motion once (overlapping spans are merged)."""
     nf, h, w = decoded.frames.shape[:3]
     block = clip_block(h, w) if block is None else int(block)
     hm, wm = grid_shape(h, w, block)
     kind = _resolve_source(decoded, source, path)
-    idx, first, lo, hi = _clip_span(indices, nf)
-    a = int(idx[0]) if idx.size == 1 else lo + 1  # first frame whose motion is needed
-    if kind == "none" or a > hi:
-        return np.zeros((idx.size, hm, wm, 2), np.float32), block
+    spans = []  # per clip: idx, first, lo, and the frames a..hi whose motion it needs
+    for indices in clips:
+        idx, first, lo, hi = _clip_span(indices, nf)
+        spans.append((idx, first, lo, int(idx[0]) if idx.size == 1 else lo + 1, hi))
+    fields: list[tuple[int, int, np.ndarray]] = []  # merged ranges a..b and their motion [b-a+1, Hm, Wm, 2]
+    if kind != "none":
+        for a, b in _merge([(s[3], s[4]) for s in spans if s[3] <= s[4]]):
+            fields.append((a, b, _span_motion(decoded, kind, a, b, block)))
+    out = []
+    for idx, first, lo, a, hi in spans:
+        if kind == "none" or a > hi:
+            out.append((np.zeros((idx.size, hm, wm, 2), np.float32), block))
+            continue
+        fa, _, flow = next(f for f in fields if f[0] <= a and hi <= f[1])
+        span = flow[a - fa:hi - fa + 1]
+        out.append((span[:1].copy() if idx.size == 1 else _accumulate(span, lo, idx, first), block))
+    return out
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Inclusive ranges merged where they overlap or touch."""
+    merged: list[list[int]] = []
+    for a, b in sorted(ranges):
+        if merged and a <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return [(a, b) for a, b in merged]
+
+
+def _span_motion(decoded: DecodedVideo, kind: str, a: int, b: int, block: int) -> np.ndarray:
+    """Per-frame motion of frames ``a..b`` (``[b-a+1, Hm, Wm, 2]``), as ``frame_motion`` gives it."""
     if kind == "estimate":
         from mvm.motion.estimate import estimate_field
 
         start = max(a - 1, 0)  # the frame before the span pairs with its first frame
-        span = estimate_field(decoded.frames[start:hi + 1], block, codec=decoded.codec).flow[a - start:]
-    else:
-        span = _codec_span(decoded, a, hi, block)
-    if idx.size == 1:
-        return span[:1].copy(), block
-    return _accumulate(span, lo, idx, first), block
+        return estimate_field(decoded.frames[start:b + 1], block, codec=decoded.codec).flow[a - start:]
+    return _codec_span(decoded, a, b, block)
 
 
 def _codec_span(decoded: DecodedVideo, a: int, b: int, block: int) -> np.ndarray:
