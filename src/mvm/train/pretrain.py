@@ -64,9 +64,11 @@ def _synth_args(root: Path) -> dict[str, Any] | None:
 
 def build_model(cfg: Config) -> torch.nn.Module:
     from mvm.models import build_mae
+    from mvm.tokenizer.lvmae import token_out_dim
 
     return build_mae(cfg.model.name, tubelet=cfg.model.tubelet, patch=cfg.model.patch,
-                     drop_path=cfg.model.drop_path, motion_dim=2 if uses_motion_target(cfg) else 0)
+                     drop_path=cfg.model.drop_path, motion_dim=2 if uses_motion_target(cfg) else 0,
+                     out_dim=token_out_dim(cfg))  # LVMAE token targets: sum(levels) logits per token
 
 
 def build_loader(cfg: Config, grid: TokenGrid, start_sample: int,
@@ -75,8 +77,10 @@ def build_loader(cfg: Config, grid: TokenGrid, start_sample: int,
     from mvm.data.loader import video_loader
     from mvm.masking import build_masks
     from mvm.masking.collate import MaskCollator
+    from mvm.tokenizer.lvmae import loader_decoder_mask
 
     encoder_mask, decoder_mask = build_masks(cfg.mask)
+    decoder_mask = loader_decoder_mask(cfg, decoder_mask)  # adaptive: drawn on the device from scores
     # Motion costs decode time; read it only for strategies or targets that look at it.
     with_motion = cfg.data.motion != "none" and (encoder_mask.needs_motion or decoder_mask.needs_motion
                                                  or uses_motion_target(cfg))
@@ -103,6 +107,9 @@ class PretrainTask(Task):
         self.grid = TokenGrid.from_clip(cfg.data.frames, cfg.data.size, cfg.model.tubelet, cfg.model.patch)
         self.with_motion = uses_motion_target(cfg)
         self._mean_std: tuple[torch.Tensor, torch.Tensor] | None = None
+        from mvm.tokenizer.lvmae import LvmaeTargets
+
+        self.lvmae = LvmaeTargets(cfg) if cfg.train.tokenizer else None  # frozen tokenizer, loaded lazily
 
     def describe(self) -> str:
         return f"pretrain on grid {self.grid.shape} ({self.grid.num_tokens} tokens), {self.cfg.mask.encoder} masking"
@@ -113,6 +120,9 @@ class PretrainTask(Task):
         for source in (self.cfg.data.train, self.cfg.data.val):
             if source:
                 check_source(source, self.cfg.data.format, self.cfg.data.root)
+        from mvm.tokenizer.lvmae import check_tokenizer
+
+        check_tokenizer(self.cfg)  # its grid must be the MAE's
 
     def prepare(self) -> None:
         prepare_data_paths(self.cfg)
@@ -132,11 +142,20 @@ class PretrainTask(Task):
         video = batch["video"].to(device, non_blocking=True)
         visible_idx = mask_to_indices(~batch["encoder_mask"]).to(device, non_blocking=True)
         decode_idx = mask_to_indices(batch["decoder_mask"]).to(device, non_blocking=True)
+        tokens = None
+        if self.lvmae is not None:  # LVMAE: one tokenizer pass per batch gives codes and scores
+            tokens = self.lvmae(video, batch["encoder_mask"], batch["decoder_mask"])
+            decode_idx = tokens.decode_idx
         out = model(video, visible_idx, decode_idx, with_motion=self.with_motion)
         pred, motion_pred = out if self.with_motion else (out, None)
-        target_fn = norm_pix_target if cfg.train.target == "norm_pix" else pixel_target
-        target = target_fn(video, cfg.model.tubelet, cfg.model.patch, mean, std)
-        loss = masked_mse(pred.float(), target, decode_idx)
+        if cfg.train.target == "tokens":
+            from mvm.targets import token_loss
+
+            loss = token_loss(pred, tokens.digits, decode_idx, self.lvmae.levels)
+        else:
+            target_fn = norm_pix_target if cfg.train.target == "norm_pix" else pixel_target
+            target = target_fn(video, cfg.model.tubelet, cfg.model.patch, mean, std)
+            loss = masked_mse(pred.float(), target, decode_idx)
         parts = {"recon_loss": loss.detach()}
         if motion_pred is not None:
             # Each visible token predicts its own codec motion: the encoder must see motion.
@@ -170,7 +189,8 @@ def _finish(cfg: Config, model: torch.nn.Module, grid: TokenGrid, run_dir: Path,
     out: dict[str, Any] = {}
     model.eval()
     out["loss_curve"] = str(plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss_curve.png"))
-    out["reconstructions"] = str(plot_reconstructions(cfg, model, grid, run_dir / "reconstructions.png", device))
+    if cfg.train.target != "tokens":  # token targets predict codes, not pixels
+        out["reconstructions"] = str(plot_reconstructions(cfg, model, grid, run_dir / "reconstructions.png", device))
     if uses_motion_target(cfg):
         from mvm.viz.motion_head import plot_motion_predictions
 
