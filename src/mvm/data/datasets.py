@@ -148,11 +148,11 @@ class VideoDataset(torch.utils.data.Dataset):
             raise BadSample("bad_label", f"label {entry.label} outside [0, {k}) (data.num_classes={k})")
         rngs = self.clip_rngs(i)
         window, clips = self._decode(entry, rngs)
+        # Motion of every repeat at once: frames that several clips need are turned into motion once.
+        fields = (_clips_motion(window, clips, self.motion_source, entry.path) if self.with_motion
+                  else [(None, None)] * len(clips))
         videos, motions = [], []
-        for idx, rng in zip(clips, rngs):
-            motion, block = None, None
-            if self.with_motion:
-                motion, block = _clip_motion(window, idx, self.motion_source, entry.path)
+        for idx, rng, (motion, block) in zip(clips, rngs, fields):
             video, motion_t = self.transform(window.frames[idx], motion, rng, block=block)
             videos.append(video)
             motions.append(torch.zeros(*self.grid.shape, 2) if motion_t is None
@@ -206,11 +206,12 @@ class VideoDataset(torch.utils.data.Dataset):
         return window, [np.minimum(c - lo, window.num_frames - 1) for c in clips]
 
 
-def _clip_motion(window: DecodedVideo, idx: np.ndarray, source: str, path: str) -> tuple[np.ndarray, int]:
-    """Clip motion ``[T, Hm, Wm, 2]`` and its block size, from the frames of ``window`` only."""
-    from mvm.motion.field import motion_for_clip
+def _clips_motion(window: DecodedVideo, clips: list[np.ndarray], source: str, path: str
+                  ) -> list[tuple[np.ndarray, int]]:
+    """Per clip, motion ``[T, Hm, Wm, 2]`` and its block size, from the frames of ``window`` only."""
+    from mvm.motion.field import motion_for_clips
 
-    return motion_for_clip(window, idx, source, path=path)
+    return motion_for_clips(window, clips, source, path=path)
 
 
 def _to_token_grid(motion: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
