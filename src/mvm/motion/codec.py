@@ -97,6 +97,8 @@ def codec_frames(decoded: DecodedVideo, frames: np.ndarray, block: int = 4,
     dist = _reference_distance(decoded.frames, decoded.pict_types, v, check_refs)
     keep = dist > 0  # references outside the decoded frames cannot be placed in time
     v = {k: a[keep] for k, a in v.items()}
+    if not keep.any():  # every reference lies outside the decoded frames (a window's first frames)
+        return flow, np.zeros(n, bool)
     # P (past ref): content at src is now at dst -> dst - src = -off; B (future): src - dst = +off.
     scale = (v["dir"] / dist[keep]).astype(np.float32)
     disp = np.stack([v["ox"] * scale, v["oy"] * scale], 1)
