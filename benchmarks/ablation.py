@@ -160,6 +160,7 @@ def plot(summary: list[dict[str, Any]], keys: list[str], out: Path, title: str =
             if rnd is not None:
                 ax.plot([i - 0.3, i + 0.3], [100 * rnd["mean"]] * 2, color="C3", linewidth=1)
         ax.set_xticks(range(len(summary)), labels, fontsize=8)
+        ax.set_xlim(-0.6, len(summary) - 0.4)
         ax.set_title(f"{t} top-1 (%)" + (" - red: random init" if m != "ft_top1" else ""), fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title or f"mean ± std over seeds; dots: seeds ({', '.join(keys)})", fontsize=9)
