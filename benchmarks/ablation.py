@@ -244,7 +244,8 @@ def launch(spec: dict[str, Any], threads: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--out", help="study folder: results.jsonl, table.md, plot.png, runs/")
+    ap.add_argument("--out", help="study folder: results.jsonl, table.md, plot.png, runs/ (default: "
+                                  "studies/<varied keys>, so the same command resumes)")
     ap.add_argument("--vary", action="append", default=[], metavar="SECTION.KEY=V1,V2",
                     help="a config key and its values; repeat for a grid")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -262,8 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.child:
         return _child(args.child)
-    if not args.out or not args.vary:
-        ap.error("--out and at least one --vary are needed")
+    if not args.vary:
+        ap.error("at least one --vary section.key=v1,v2,... is needed")
+    args.out = args.out or str(Path("studies") / "+".join(v.partition("=")[0] for v in args.vary))
     return study(args)
 
 
