@@ -248,3 +248,15 @@ def test_segments_sample_inside_their_span(tmp_path):
     ds = VideoDataset([(str(tmp_path / "long.mp4"), 0, 70, 80)], GRID, cfg, train=True)
     with pytest.raises(RuntimeError, match="empty_span|outside"):
         ds[0]
+
+
+def test_repeat_mode_frames_shares_one_clip_and_clips_draws_own_starts(videos):
+    from mvm.data.formats import Entry
+
+    entry = Entry(str(videos / "v0.mp4"), 0, None, None)
+    same = VideoDataset([entry[:2]], GRID, _cfg(repeat=4, repeat_mode="frames", stride=1), train=True, seed=1)
+    _, clips = same._decode(entry, same.clip_rngs(0))
+    assert len(clips) == 4 and all(np.array_equal(c, clips[0]) for c in clips)  # one decode serves all
+    own = VideoDataset([entry[:2]], GRID, _cfg(repeat=4, repeat_mode="clips", stride=1), train=True, seed=1)
+    _, clips = own._decode(entry, own.clip_rngs(0))
+    assert len({int(c[0]) for c in clips}) > 1  # each repeat its own start

@@ -36,6 +36,10 @@ class DataConfig:
     repeat: int = 1
     """Clips cut from each decoded video, each with its own crop and mask (MAE-ST / VideoMAE V2
     repeated sampling); a batch of ``optim.batch_size`` clips then holds ``batch_size / repeat`` videos."""
+    repeat_mode: str = "frames"
+    """How repeated clips differ: ``frames`` (VideoMAE V2's ``num_sample``: the same frames, each
+    repeat its own crop, flip and mask: one decode serves all) or ``clips`` (MAE-ST: each repeat also
+    its own start, so decoding covers all of them)."""
     num_classes: int = 0
     """Number of classes; labels outside [0, num_classes) are bad samples. 0: not checked."""
     synth_dir: str = ".cache/mvm/synth"
@@ -373,6 +377,7 @@ def validate(cfg: Config) -> None:
     need(d.cache_mb >= 0, "data.cache_mb", f"must be >= 0, got {d.cache_mb}")
     need(d.workers >= 0, "data.workers", f"must be >= 0, got {d.workers}")
     need(d.repeat >= 1, "data.repeat", f"must be >= 1, got {d.repeat}")
+    need(d.repeat_mode in ("frames", "clips"), "data.repeat_mode", f"must be frames or clips, got '{d.repeat_mode}'")
     need(o.batch_size % d.repeat == 0, "optim.batch_size",
          f"{o.batch_size} clips is not a multiple of data.repeat={d.repeat}")
     need(t.eval_every >= 0, "train.eval_every", f"must be >= 0, got {t.eval_every}")

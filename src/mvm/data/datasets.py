@@ -186,7 +186,11 @@ class VideoDataset(torch.utils.data.Dataset):
         if hi_span <= lo_span:
             raise BadSample("empty_span", f"frames [{entry.start}, {entry.end}) outside a video of "
                                           f"{info.num_frames} frames")
-        clips = [lo_span + clip_indices(hi_span - lo_span, cfg.frames, cfg.stride, self.train, rng) for rng in rngs]
+        # Repeats share one clip's frames (data.repeat_mode="frames", VideoMAE V2: one decode for
+        # all) or each draws its own start ("clips", MAE-ST); crops and flips are always their own.
+        starts = rngs if cfg.repeat_mode == "clips" else rngs[:1]
+        clips = [lo_span + clip_indices(hi_span - lo_span, cfg.frames, cfg.stride, self.train, rng) for rng in starts]
+        clips = clips * (len(rngs) // len(clips))
         lo = int(min(c[0] for c in clips))
         hi = int(max(c[-1] for c in clips)) + 1
         if self.with_motion:
