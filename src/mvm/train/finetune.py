@@ -257,9 +257,12 @@ class FinetuneTask(Task):
             dataset = RandAugmented(dataset, policy, cfg.data.mean, cfg.data.std, cfg.train.seed)
         sampler = EpochSampler(len(dataset), seed=cfg.train.seed, shuffle=True, start=start_sample,
                                num_replicas=info.world, rank=info.rank)
+        # Its own generator: starting the loader must not draw from the global RNG, which drop path
+        # uses, or a resumed run would drop other paths than the uninterrupted one.
         loader = DataLoader(dataset, batch_size=cfg.optim.batch_size, sampler=sampler, num_workers=cfg.data.workers,
                             collate_fn=collate_items, persistent_workers=cfg.data.workers > 0,
-                            prefetch_factor=4 if cfg.data.workers else None)
+                            prefetch_factor=4 if cfg.data.workers else None,
+                            generator=torch.Generator().manual_seed(cfg.train.seed))
         return dataset, loader
 
     def loss(self, model: nn.Module, batch: dict, device: torch.device,
@@ -339,7 +342,8 @@ def predict_source(model: nn.Module, cfg: Config, source: str, clips: int, crops
     d = cfg.data
     entries = open_source(source, d.format, d.root).entries
     ds = MultiViewDataset(entries, d.frames, d.stride, d.size, clips, crops, d.mean, d.std)
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=d.workers, collate_fn=collate_views)
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=d.workers, collate_fn=collate_views,
+                        generator=torch.Generator())  # validation leaves the training RNG alone
     return predict_views(model, loader, device, progress=progress, bf16=cfg.train.bf16)
 
 
