@@ -108,8 +108,10 @@ def test_pixel_and_motion_crops_cover_the_same_region(h, w, block):
         slope_x = (cell[0, :, -1] - cell[0, :, 0]).mean() / 28
         slope_y = (cell[1, -1, :] - cell[1, 0, :]).mean() / 28
         inner = (slice(1, -1), slice(1, -1))
-        assert torch.allclose(out[0][inner][..., 0] * slope_x, cell[0][inner], atol=0.75), seed
-        assert torch.allclose(out[0][inner][..., 1] * slope_y, cell[1][inner], atol=0.75), seed
+        # 1 px: pixels are resized as uint8, so the ramps (and the slopes read off them) are
+        # rounded to whole grey levels; a misplaced crop is off by whole cells (4+ px).
+        assert torch.allclose(out[0][inner][..., 0] * slope_x, cell[0][inner], atol=1.0), seed
+        assert torch.allclose(out[0][inner][..., 1] * slope_y, cell[1][inner], atol=1.0), seed
 
 
 def test_bad_input_is_refused():
