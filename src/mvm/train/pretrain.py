@@ -68,7 +68,8 @@ def build_model(cfg: Config) -> torch.nn.Module:
 
     return build_mae(cfg.model.name, tubelet=cfg.model.tubelet, patch=cfg.model.patch,
                      drop_path=cfg.model.drop_path, motion_dim=2 if uses_motion_target(cfg) else 0,
-                     out_dim=token_out_dim(cfg))  # LVMAE token targets: sum(levels) logits per token
+                     out_dim=token_out_dim(cfg),  # LVMAE token targets: sum(levels) logits per token
+                     checkpointing=cfg.model.checkpointing)
 
 
 def build_loader(cfg: Config, grid: TokenGrid, start_sample: int,
