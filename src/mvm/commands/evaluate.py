@@ -26,13 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def load_classifier(ckpt: str, frames: int, size: int):
     """The classifier in ``ckpt`` (a fine-tuning run folder gives its best/ checkpoint)."""
-    from mvm.interop import load_model
     from mvm.models.classifier import VideoClassifier
     from mvm.train.checkpoint import CheckpointError
-    from mvm.train.finetune import resolve_init
+    from mvm.train.finetune import load_any, resolve_init
 
     path = resolve_init(ckpt)
-    model = load_model(path, frames=frames, size=size)
+    model = load_any(path, frames=frames, size=size)
     if not isinstance(model, VideoClassifier):
         raise CheckpointError(f"{path}: holds an encoder without a classification head; fine-tune it first "
                               "(mvm finetune --init ...) or probe it (mvm probe)")

@@ -90,11 +90,27 @@ def checkpoint_geometry(path: str | Path) -> dict[str, Any]:
     return out
 
 
-def load_encoder(path: str | Path, frames: int | None = None, size: int | None = None) -> VideoEncoder:
-    """The encoder of any checkpoint mvm loads (autoencoder, classifier or bare encoder), CPU."""
+SPEC_FILE = "model_spec.json"
+
+
+def load_any(path: str | Path, frames: int | None = None, size: int | None = None) -> nn.Module:
+    """:func:`mvm.interop.load_model` of :func:`resolve_init`'s choice. In a fine-tuning run folder the
+    head count comes from the run's ``model_spec.json`` (shapes do not tell it, and an encoder
+    imported from elsewhere may match no named size)."""
     from mvm.interop import load_model
 
-    model = load_model(resolve_init(path), frames=frames, size=size)
+    p = resolve_init(path)
+    heads = None
+    for folder in (p.parent, p.parent.parent):
+        if (folder / SPEC_FILE).is_file():
+            heads = int(json.loads((folder / SPEC_FILE).read_text())["heads"])
+            break
+    return load_model(p, heads=heads, frames=frames, size=size)
+
+
+def load_encoder(path: str | Path, frames: int | None = None, size: int | None = None) -> VideoEncoder:
+    """The encoder of any checkpoint mvm loads (autoencoder, classifier or bare encoder), CPU."""
+    model = load_any(path, frames, size)
     enc = model if isinstance(model, VideoEncoder) else getattr(model, "encoder", None)
     if not isinstance(enc, VideoEncoder):
         raise ckpt_io.CheckpointError(f"{path}: holds no mvm video encoder ({type(model).__name__})")
@@ -315,8 +331,11 @@ class FinetuneTask(Task):
 
     def finish(self, model: nn.Module, run_dir: Path, device: torch.device) -> dict[str, Any]:
         """The validation confusion matrix and the loss / accuracy curves as pictures."""
-        out: dict[str, Any] = {}
+        from mvm.interop.load import spec_from_model
         from mvm.viz.curves import plot_loss_curve
+
+        out: dict[str, Any] = {}
+        (run_dir / SPEC_FILE).write_text(json.dumps(spec_from_model(model).to_dict(), indent=1))
 
         out["loss_curve"] = str(plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss_curve.png"))
         if self.last_predictions is not None:
