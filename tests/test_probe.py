@@ -43,3 +43,40 @@ def test_linear_probe_predictions_match_its_accuracy():
     pred = linear_probe_predict(x[::2], y[::2], x[1::2], 4, epochs=100)
     assert pred.shape == (60,)
     assert float((pred == y[1::2]).float().mean()) == linear_probe_accuracy(x[::2], y[::2], x[1::2], y[1::2], epochs=100)
+
+
+def test_probe_features_are_served_from_the_cache_the_second_time(tmp_path):
+    import os
+    import time
+
+    import numpy as np
+
+    from mvm.config import DataConfig
+    from mvm.data.video_io import encode_video
+    from mvm.evaluate.features import cached_features, write_features
+    from mvm.interop.load import save_mvm
+    from mvm.models.variants import build_encoder
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(3):
+        encode_video(tmp_path / f"v {i}.mp4", rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8))
+        lines.append(f"v {i}.mp4 {i % 2}")
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    torch.manual_seed(0)
+    ckpt = save_mvm(build_encoder("tiny", patch=8), tmp_path / "enc.safetensors")
+    data = DataConfig(frames=4, stride=2, size=32, workers=0)
+    cache = tmp_path / "cache"
+    first = cached_features(ckpt, str(tmp_path / "list.txt"), data, torch.device("cpu"), cache)
+    t0 = time.perf_counter()
+    second = cached_features(ckpt, str(tmp_path / "list.txt"), data, torch.device("cpu"), cache)
+    assert not first.from_cache and second.from_cache and time.perf_counter() - t0 < 2
+    assert torch.equal(first.features, second.features) and second.labels.tolist() == [0, 1, 0]
+    assert first.features.shape == (3, 192) and second.paths == first.paths
+    # another clip setting, or a checkpoint written again, is computed afresh
+    assert not cached_features(ckpt, str(tmp_path / "list.txt"), DataConfig(frames=4, stride=1, size=32, workers=0),
+                               torch.device("cpu"), cache).from_cache
+    os.utime(ckpt, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert not cached_features(ckpt, str(tmp_path / "list.txt"), data, torch.device("cpu"), cache).from_cache
+    files = write_features(second, tmp_path / "f.npy")
+    assert np.load(files[0]).shape == (3, 192) and files[1].read_text().splitlines()[1].endswith("v 0.mp4,0")
