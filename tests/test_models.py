@@ -245,3 +245,22 @@ def test_checkpointing_gives_the_same_gradients(drop_path: float) -> None:
     model.checkpointing = False  # switchable on a built model
     assert not model.encoder.checkpointing and not model.decoder.checkpointing
     assert build_classifier("tiny", 3, patch=16, depth=1, checkpointing=True).encoder.checkpointing
+
+
+def test_cpu_bf16_attention_paths_agree() -> None:
+    """Short bf16 sequences on CPU take explicit matmuls; long ones and fp32 take SDPA: same maths."""
+    from mvm.models import layers
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = torch.randn(3, 2, 3, 40, 16, generator=g).unbind(0)
+    ref = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double())
+    torch.testing.assert_close(layers.attention(q, k, v).double(), ref, rtol=1e-5, atol=1e-5)  # fp32: SDPA
+    short = layers.attention(q.bfloat16(), k.bfloat16(), v.bfloat16())  # explicit matmuls
+    torch.testing.assert_close(short.double(), ref, rtol=0, atol=3e-2)
+    old = layers.CPU_MATH_ATTENTION_MAX_SCORES
+    try:
+        layers.CPU_MATH_ATTENTION_MAX_SCORES = 0  # force the SDPA path
+        flash = layers.attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+    finally:
+        layers.CPU_MATH_ATTENTION_MAX_SCORES = old
+    torch.testing.assert_close(flash.double(), ref, rtol=0, atol=3e-2)

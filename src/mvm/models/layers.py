@@ -31,8 +31,34 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
+#: On CPU in bf16, attention over at most this many scores per sample (heads x N x N) runs as two
+#: matmuls and a softmax (the original VideoMAE's formulation) instead of
+#: ``F.scaled_dot_product_attention``: torch's bf16 CPU flash kernel is about 1.7-2.8x slower
+#: than that at head dim 64 (measured, docs/benchmarks.md), and the explicit scores of a 16-frame
+#: decoder (3 x 1568^2 bf16, 15 MB per clip) are cheap to hold. Longer clips keep the flash kernel,
+#: whose memory grows with N rather than N^2; fp32 keeps it too (faster there); CUDA always uses SDPA.
+CPU_MATH_ATTENTION_MAX_SCORES = 1 << 24
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d)) v`` for ``[B, h, N, d]`` inputs -> ``[B, h, N, d]`` (may be a strided view).
+
+    SDPA (flash / memory-efficient kernels) on GPUs, in fp32 and for long sequences; explicit
+    matmuls for short bf16 sequences on CPU, where they are faster (:data:`CPU_MATH_ATTENTION_MAX_SCORES`).
+    """
+    _, h, n, d = q.shape
+    if (q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16)
+            or h * n * n > CPU_MATH_ATTENTION_MAX_SCORES):
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    scores = torch.matmul(q * d ** -0.5, k.transpose(-2, -1))  # [B, h, N, N]
+    probs = scores.softmax(-1).to(v.dtype)
+    if dropout_p:
+        probs = F.dropout(probs, dropout_p)
+    return torch.matmul(probs, v)
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention via ``F.scaled_dot_product_attention``.
+    """Multi-head self-attention (:func:`attention`: ``F.scaled_dot_product_attention`` on GPU and for long clips).
 
     The key projection has no bias (a key bias cancels in the softmax), as in VideoMAE: the qkv
     bias is ``cat(q_bias, 0, v_bias)``.
@@ -60,7 +86,7 @@ class Attention(nn.Module):
             bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
         qkv = F.linear(x, self.qkv.weight, bias)
         q, k, v = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x [B, h, N, d/h]
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        out = attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)  # [B, h, N, d/h]
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
