@@ -261,7 +261,9 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
                 position += 1
                 if position < start:
                     continue
-            frames.append(frame.to_ndarray(format="rgb24"))
+            # One scaler thread: FFmpeg's default starts threads per frame, which fails with EAGAIN
+            # under load (many loader workers) and only competes with the other workers for cores.
+            frames.append(frame.to_ndarray(format="rgb24", threads=1))
             types.append(_pict_type(frame))
             sd = frame.side_data.get("MOTION_VECTORS") if with_motion else None
             mvs.append(sd.to_ndarray() if sd is not None and len(sd) else None)
