@@ -48,4 +48,7 @@ def video_loader(dataset: torch.utils.data.Dataset, batch_clips: int, collate: C
     return DataLoader(dataset, batch_size=batch_clips // repeat, sampler=sampler, num_workers=workers,
                       collate_fn=collate, persistent_workers=workers > 0,
                       prefetch_factor=PREFETCH_BATCHES if workers > 0 else None,
-                      pin_memory=torch.cuda.is_available())
+                      pin_memory=torch.cuda.is_available(),
+                      # Its own generator: starting workers draws a seed, which must not move the
+                      # global RNG that dropout and drop path use (resume would not be exact).
+                      generator=torch.Generator().manual_seed(seed))

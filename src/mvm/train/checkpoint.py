@@ -43,14 +43,16 @@ def _cpu(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def save_weights_folder(folder: str | os.PathLike, model: nn.Module | dict[str, torch.Tensor],
                         meta: dict[str, Any], extra: dict[str, dict[str, torch.Tensor]] | None = None,
-                        state: dict[str, Any] | None = None, step: int | None = None) -> Path:
+                        state: dict[str, Any] | None = None, step: int | None = None,
+                        metadata: dict[str, str] | None = None) -> Path:
     """Write ``model.safetensors`` (+ ``<name>.safetensors`` per ``extra``, ``state.pt``) and
     ``meta.json`` into ``folder``, fsynced. Not atomic by itself: callers write to a temporary
-    folder and rename it."""
+    folder and rename it. ``metadata`` goes into the safetensors header (the model's spec, so
+    ``mvm.interop.load_model`` rebuilds it exactly)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sd = model if isinstance(model, dict) else model.state_dict()
-    save_file(_cpu(sd), str(folder / "model.safetensors"))
+    save_file(_cpu(sd), str(folder / "model.safetensors"), metadata=metadata)
     for name, weights in (extra or {}).items():
         save_file(_cpu(weights), str(folder / f"{name}.safetensors"))
     if step is not None:
@@ -66,7 +68,8 @@ def save_weights_folder(folder: str | os.PathLike, model: nn.Module | dict[str, 
 
 def save_checkpoint(run_dir: str | os.PathLike, step: int, model: nn.Module | dict[str, torch.Tensor],
                     state: dict[str, Any], meta: dict[str, Any], keep: int = 2,
-                    extra: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
+                    extra: dict[str, dict[str, torch.Tensor]] | None = None,
+                    metadata: dict[str, str] | None = None) -> Path:
     """Write ``run_dir/ckpt-{step:07d}`` atomically and prune all but the newest ``keep``.
 
     ``model`` is a module or an already gathered full state dict (FSDP); ``extra`` names further
@@ -77,7 +80,8 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: nn.Module | di
     tmp = run_dir / f".tmp-ckpt-{step:07d}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    save_weights_folder(tmp, model, {"step": step, **meta}, extra=extra, state=state, step=step)
+    save_weights_folder(tmp, model, {"step": step, **meta}, extra=extra, state=state, step=step,
+                        metadata=metadata)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

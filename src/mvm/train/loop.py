@@ -132,6 +132,22 @@ class _Run:
         self.best: float | None = None
         self.model: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
+        self.metadata: dict[str, str] | None = None
+
+    def weights_metadata(self) -> dict[str, str] | None:
+        """The model's spec and clip for the safetensors header, so that ``load_model`` rebuilds
+        any run's weights exactly (head counts are not in the shapes); None for non-ViT models."""
+        if self.metadata is None:
+            from mvm.interop.clip import CLIP_KEY
+            from mvm.interop.load import SPEC_KEY, InteropError, spec_from_model
+
+            try:
+                spec = spec_from_model(dist.unwrap(self.model))
+            except InteropError:
+                return None
+            self.metadata = {SPEC_KEY: json.dumps(spec.to_dict()), "format": "pt",
+                             CLIP_KEY: json.dumps({"frames": self.cfg.data.frames, "size": self.cfg.data.size})}
+        return self.metadata
 
     def plain_model(self) -> nn.Module | None:
         """An unwrapped, full model on rank 0 (None on the others); collective under FSDP."""
@@ -153,7 +169,8 @@ class _Run:
                      "best": self.best, "task": self.task.state_dict()}
             path = ckpt_io.save_checkpoint(self.run_dir, step, model_sd, state,
                                            {"kind": self.task.kind, "config": self.cfg.to_dict()},
-                                           keep=self.cfg.train.keep_ckpts, extra=self.task.extra_weights())
+                                           keep=self.cfg.train.keep_ckpts, extra=self.task.extra_weights(),
+                                           metadata=self.weights_metadata())
         dist.barrier(self.info)
         return path, model_sd
 
@@ -184,7 +201,7 @@ class _Run:
         shutil.rmtree(tmp, ignore_errors=True)
         ckpt_io.save_weights_folder(tmp, plain.state_dict(), {
             "step": step, "kind": self.task.kind, self.task.best_metric: self.best,
-            "config": self.cfg.to_dict()}, extra=self.task.extra_weights())
+            "config": self.cfg.to_dict()}, extra=self.task.extra_weights(), metadata=self.weights_metadata())
         shutil.rmtree(best, ignore_errors=True)
         os.replace(tmp, best)
 
