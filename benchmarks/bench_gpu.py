@@ -1,0 +1,256 @@
+"""Pretraining throughput on one GPU: model-only clips/s and MFU, peak memory, eager vs torch.compile,
+and (``--loader``) end to end with mvm's own loader. Prints JSON (partial rows on stderr as they come).
+
+    python benchmarks/bench_gpu.py                       # ViT-B and ViT-L, 16x224, bf16, eager + compile (~4-6 min on an H100)
+    python benchmarks/bench_gpu.py --quick               # ViT-B only, fewer steps (~1-2 min)
+    python benchmarks/bench_gpu.py --models base --no-compile --batch 64
+    python benchmarks/bench_gpu.py --loader --workers 8 14   # + end to end (needs PyAV; synthetic 256 px set unless --data)
+
+A step: bf16 autocast forward on a 90% tube mask (every masked token decoded), norm-pix target,
+masked MSE, backward, fused AdamW. The model-only part needs no PyAV: the clip and masks are made
+on the GPU once and reused. MFU = analytic matmul FLOPs of the step (``mvm.models.flops``: encoder
+on visible tokens, decoder on all, attention, x3 for forward + backward) / step time / the dense bf16
+peak measured here (best of 8192^3 matmuls, same run). A configuration that runs out of memory is
+retried at half the batch. The end-to-end mode reads clips through ``mvm.train.pretrain.build_loader``
+(decode, crop, resize, normalise, masks in the collate step) with N worker processes, and reports
+clips/s and the share of wall time the GPU step waited for data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import torch
+
+from mvm.models import build_mae
+from mvm.models.flops import mae_step_flops
+
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+DEFAULT_BATCH = {"small": 64, "base": 64, "large": 32, "huge": 16}
+
+
+def emit(row: dict[str, Any]) -> None:
+    print(json.dumps(row), file=sys.stderr, flush=True)
+
+
+def bf16_peak(device: torch.device, n: int = 8192, reps: int = 10) -> float:
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    best = 0.0
+    for _ in range(3):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        torch.cuda.synchronize()
+        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t0))
+    return best
+
+
+def tube_indices(batch: int, grid: tuple[int, int, int], ratio: float, device: torch.device,
+                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Visible and masked token indices ``[B, Nv]``, ``[B, Nm]`` of a tube mask (ascending)."""
+    t, h, w = grid
+    k = int(ratio * h * w)
+    masked = torch.zeros(batch, h * w, dtype=torch.bool)
+    for i in range(batch):
+        masked[i, torch.randperm(h * w, generator=gen)[:k]] = True
+    masked = masked.repeat(1, t)
+    n = masked.shape[1]
+    order = torch.arange(n).expand(batch, -1)
+    vis = order[~masked].view(batch, -1)
+    dec = order[masked].view(batch, -1)
+    return vis.to(device), dec.to(device)
+
+
+def make_step(model: torch.nn.Module, opt: torch.optim.Optimizer, tubelet: int, patch: int):
+    from mvm.targets import masked_mse, norm_pix_target
+
+    mean = torch.tensor(MEAN)
+    std = torch.tensor(STD)
+
+    def step(video: torch.Tensor, vis: torch.Tensor, dec: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            pred = model(video, vis, dec)
+        target = norm_pix_target(video, tubelet, patch, mean.to(video.device), std.to(video.device))
+        loss = masked_mse(pred.float(), target, dec)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    return step
+
+
+def model_only(name: str, batch: int, compile_: bool, steps: int, warmup: int, frames: int, size: int,
+               peak: float, device: torch.device) -> dict[str, Any]:
+    """clips/s, MFU and peak memory of one configuration (halving the batch on OOM)."""
+    from mvm.train.compile import maybe_compile
+
+    while True:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        try:
+            torch.manual_seed(0)
+            gen = torch.Generator().manual_seed(0)
+            model = build_mae(name).to(device)
+            runner = maybe_compile(model, compile_, device)
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+            step = make_step(runner, opt, 2, 16)
+            video = torch.randn(batch, 3, frames, size, size, device=device)
+            vis, dec = tube_indices(batch, (frames // 2, size // 16, size // 16), 0.9, device, gen)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(warmup):
+                step(video, vis, dec)
+            torch.cuda.synchronize()
+            warm_s = time.perf_counter() - t0
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(steps):
+                loss = step(video, vis, dec)
+            end.record()
+            torch.cuda.synchronize()
+            step_s = start.elapsed_time(end) / 1000 / steps
+            flops = mae_step_flops(model, batch, vis.shape[1], dec.shape[1])
+            row = {"model": name, "batch": batch, "compile": compile_,
+                   "compiled_ok": bool(getattr(runner, "compiled", False)) if compile_ else False,
+                   "compile_error": getattr(runner, "error", None), "step_ms": step_s * 1000,
+                   "clips_per_s": batch / step_s, "step_tflop": flops / 1e12, "tflops": flops / step_s / 1e12,
+                   "mfu": flops / step_s / peak, "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2 ** 30,
+                   "warmup_s": warm_s, "loss": float(loss)}
+            del model, runner, opt, video
+            return row
+        except torch.OutOfMemoryError:
+            model = runner = opt = video = step = None  # free this attempt before the next
+            gc.collect()
+            torch.cuda.empty_cache()
+            if batch <= 1:
+                return {"model": name, "batch": batch, "compile": compile_, "error": "out of memory at batch 1"}
+            batch //= 2
+            emit({"model": name, "compile": compile_, "note": f"out of memory; retrying at batch {batch}"})
+
+
+def end_to_end(args: argparse.Namespace, workers: int, device: torch.device) -> dict[str, Any]:
+    """Training steps fed by mvm's loader with ``workers`` processes: clips/s and data-wait share."""
+    import tempfile
+
+    from mvm.config import Config
+    from mvm.grid import TokenGrid
+    from mvm.masking.base import mask_to_indices
+    from mvm.train.pretrain import build_loader
+
+    cfg = Config()
+    cfg.model.name = args.loader_model
+    cfg.data.frames, cfg.data.size, cfg.data.workers = args.frames, args.size, workers
+    cfg.data.repeat = args.repeat
+    cfg.data.motion = "none"
+    cfg.optim.batch_size = args.loader_batch
+    if args.data:
+        cfg.data.train = args.data
+    else:
+        from mvm.data.synth import make_synthetic
+
+        root = args.synth_dir or tempfile.mkdtemp(prefix="mvm_gpu_synth_")
+        if not os.path.exists(f"{root}/train.csv"):
+            make_synthetic(root, clips=args.synth_clips, val_clips=8, frames=64, size=256, workers=16)
+        args.synth_dir = root
+        cfg.data.train = f"{root}/train.csv"
+    grid = TokenGrid.from_clip(cfg.data.frames, cfg.data.size, cfg.model.tubelet, cfg.model.patch)
+    model = build_mae(cfg.model.name).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    step = make_step(model, opt, cfg.model.tubelet, cfg.model.patch)
+    _, loader = build_loader(cfg, grid, 0)
+    it = iter(loader)
+    wait = busy = 0.0
+    clips = 0
+    t_start = None
+    for i in range(args.loader_warmup + args.loader_steps):
+        t0 = time.perf_counter()
+        batch = next(it)
+        video = batch["video"].to(device, non_blocking=True)
+        vis = mask_to_indices(~batch["encoder_mask"]).to(device, non_blocking=True)
+        dec = mask_to_indices(batch["decoder_mask"]).to(device, non_blocking=True)
+        t1 = time.perf_counter()
+        step(video, vis, dec)
+        torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        if i == args.loader_warmup:
+            t_start = t0
+        if i >= args.loader_warmup:
+            wait, busy, clips = wait + t1 - t0, busy + t2 - t1, clips + video.shape[0]
+    total = time.perf_counter() - t_start
+    del it, loader
+    return {"mode": "end_to_end", "model": cfg.model.name, "workers": workers, "batch": cfg.optim.batch_size,
+            "repeat": cfg.data.repeat, "clips_per_s": clips / total, "data_wait_share": wait / total,
+            "gpu_step_share": busy / total, "data": cfg.data.train}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["base", "large"])
+    p.add_argument("--batch", type=int, default=0, help="clips per step (default: per model, halved on OOM)")
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--no-compile", action="store_true", help="eager only")
+    p.add_argument("--quick", action="store_true", help="ViT-B only, 8 timed steps")
+    p.add_argument("--loader", action="store_true", help="also end to end with mvm's loader (needs PyAV)")
+    p.add_argument("--workers", type=int, nargs="+", default=[8], help="loader worker counts to try")
+    p.add_argument("--data", default="", help="training list for --loader (default: a synthetic 256 px set)")
+    p.add_argument("--synth-dir", default="")
+    p.add_argument("--synth-clips", type=int, default=64)
+    p.add_argument("--repeat", type=int, default=1, help="data.repeat for --loader")
+    p.add_argument("--loader-model", default="base")
+    p.add_argument("--loader-batch", type=int, default=32)
+    p.add_argument("--loader-steps", type=int, default=15)
+    p.add_argument("--loader-warmup", type=int, default=3)
+    args = p.parse_args()
+    if not torch.cuda.is_available():
+        print(json.dumps({"error": "no CUDA device"}))
+        sys.exit(1)
+    if args.quick:
+        args.models, args.steps, args.warmup = ["base"], 8, 3
+    device = torch.device("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    peak = bf16_peak(device)
+    result: dict[str, Any] = {"gpu": torch.cuda.get_device_name(device), "torch": torch.__version__,
+                              "frames": args.frames, "size": args.size, "mask": "tube 0.9, decode all masked",
+                              "bf16_peak_tflops": peak / 1e12, "model_only": [], "end_to_end": []}
+    emit({"bf16_peak_tflops": peak / 1e12, "gpu": result["gpu"]})
+    for name in args.models:
+        for compile_ in ([False] if args.no_compile else [False, True]):
+            batch = args.batch or DEFAULT_BATCH.get(name, 16)
+            try:
+                row = model_only(name, batch, compile_, args.steps, args.warmup, args.frames, args.size, peak, device)
+            except Exception as exc:  # noqa: BLE001 - one failing configuration must not lose the others
+                row = {"model": name, "compile": compile_, "error": f"{type(exc).__name__}: {exc}"[:400]}
+            result["model_only"].append(row)
+            emit(row)
+    if args.loader:
+        try:
+            import av  # noqa: F401
+        except ImportError:
+            result["end_to_end"].append({"error": "PyAV is not installed: end-to-end mode skipped"})
+        else:
+            for w in args.workers:
+                try:
+                    row = end_to_end(args, w, device)
+                except Exception as exc:  # noqa: BLE001
+                    row = {"workers": w, "error": f"{type(exc).__name__}: {exc}"[:400]}
+                result["end_to_end"].append(row)
+                emit(row)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
