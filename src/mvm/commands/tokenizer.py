@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 HELP = "train the LVMAE video tokenizer (FSQ codes + token scorer), or score a video with one"
@@ -22,7 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--val", help="validation list or folder (PSNR all / top-k / random-k)")
     t.add_argument("--out", help="run folder (default: runs/tokenizer-<time>); what train.tokenizer takes")
     t.add_argument("--steps", type=int, help="optimiser steps")
-    t.add_argument("--resume", action="store_true", help="continue the newest good checkpoint in --out")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out as it was configured (its config.toml), from its newest "
+                        "good checkpoint; flags and --set given again override the saved values")
     t.add_argument("--json", action="store_true", help="print the run summary as JSON")
     s = sub.add_parser("score", help="draw a trained tokenizer's token scores over a video's frames")
     s.add_argument("video", metavar="VIDEO", help="video file")
@@ -36,35 +37,26 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from mvm.config import load_config
+    from mvm.commands.common import ProgressBar, is_main_rank, run_config
     from mvm.tokenizer.task import run_tokenizer
     from mvm.train.checkpoint import CheckpointError
     from mvm.train.guard import TooManyNonFinite, TooMuchBadData
 
-    overrides = []
-    for flag, key in (("data", "data.train"), ("val", "data.val"), ("out", "train.out"), ("steps", "train.steps")):
-        if getattr(args, flag) is not None:
-            overrides.append(f"{key}={getattr(args, flag)}")
-    if not any(o.replace(" ", "").startswith("train.out=") for o in overrides + args.overrides):
-        overrides.insert(0, "train.out=" + _default_out(args.resume))
-    cfg = load_config(args.config or DEFAULT_PRESET, overrides + list(args.overrides))
-    bar = tqdm(total=cfg.train.steps, desc="tokenizer", unit="step", dynamic_ncols=True, file=sys.stderr)
-
-    def progress(step: int, total: int, row: dict) -> None:
-        bar.n = step
-        bar.set_postfix(loss=f"{row['loss']:.4f}", clips_s=f"{row['clips_per_s']:.1f}")
-        bar.refresh()
-
-    print(f"run folder: {cfg.train.out}", file=sys.stderr)
+    # A new run: --config (default tokenizer-tiny), flags, --set. --resume: the run's saved config,
+    # then only what is passed again; bad keys and a resume with nothing to resume stop here.
+    cfg, source = run_config(args, "tokenizer", DEFAULT_PRESET)
+    if is_main_rank():
+        print(_describe(cfg, source), file=sys.stderr)
+    bar = ProgressBar(cfg.train.steps, "tokenizer")
     try:
-        summary = run_tokenizer(cfg, resume=args.resume, progress=progress)
+        summary = run_tokenizer(cfg, resume=args.resume, progress=bar)
     except (CheckpointError, TooMuchBadData, TooManyNonFinite) as e:
         bar.close()
         print(f"mvm tokenizer train: {e}", file=sys.stderr)
         return 1
     bar.close()
+    if not is_main_rank():
+        return 0
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
@@ -72,12 +64,19 @@ def _train(args: argparse.Namespace) -> int:
     return 0 if summary.get("stopped_by") is None else 143
 
 
-def _default_out(resume: bool) -> str:
-    if resume:
-        runs = sorted(Path("runs").glob("tokenizer-*"))
-        if runs:
-            return str(runs[-1])
-    return time.strftime("runs/tokenizer-%Y%m%d-%H%M%S")
+def _describe(cfg, source: str) -> str:
+    """The tokenizer run's key values, printed before it starts."""
+    d, t, o = cfg.data, cfg.tokenizer, cfg.optim
+    return "\n".join([
+        f"config      {source}",
+        f"data        {d.train or 'built-in synthetic set with object masks (' + d.synth_dir + ')'}; "
+        f"val {d.val or ('-' if d.train else 'its val.csv')}",
+        f"clips       {d.frames} frames at stride {d.stride}, {d.size} px",
+        f"tokenizer   {t.size}, {t.quantizer} {t.levels}, tubelet {cfg.model.tubelet}, patch {cfg.model.patch}, "
+        f"top-k budget {t.budget:g}",
+        f"training    {cfg.train.steps} steps of {o.batch_size * o.accum_steps} clips, base lr {o.base_lr:g}",
+        f"run folder  {cfg.train.out}",
+    ])
 
 
 def _print_summary(s: dict) -> None:

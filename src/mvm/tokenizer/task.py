@@ -122,13 +122,27 @@ class TokenizerTask(Task):
     def _eval_clips(self) -> list[EvalClip]:
         if self._clips is None:
             from mvm.data.formats import open_source
+            from mvm.data.video_io import VideoDecodeError
 
             src = open_source(self.cfg.data.val, self.cfg.data.format, self.cfg.data.root)
-            self._clips = [read_clip(e.path, self.cfg) for e in src.entries[: self.cfg.tokenizer.eval_clips]]
+            self._clips, bad = [], []
+            # a broken validation video is skipped (one line each), as training skips its own:
+            # it must not stop the run after training, with no summary written
+            for e in src.entries:
+                if len(self._clips) >= self.cfg.tokenizer.eval_clips:
+                    break
+                try:
+                    self._clips.append(read_clip(e.path, self.cfg))
+                except VideoDecodeError as err:
+                    log.warning("validation: skipping %s", err)
+                    bad.append(e.path)
+            if not self._clips:
+                log.warning("validation skipped: none of the %d video(s) of %s can be read", len(bad),
+                            self.cfg.data.val)
         return self._clips
 
     def evaluate(self, model: torch.nn.Module, device: torch.device, step: int) -> dict[str, float]:
-        if not self.cfg.data.val:
+        if not self.cfg.data.val or not self._eval_clips():
             return {}
         return evaluate_tokenizer(model, self._eval_clips(), self.cfg, device)
 
