@@ -59,15 +59,29 @@ def test_motion_falls_back_to_estimation(clips, capsys, name):
     assert summary["motion_source"] == "estimated" and summary["grid"] == [8, 8]
 
 
-def test_motion_bad_input_gives_a_message_naming_the_file(clips, capsys):
-    assert cli.main(["motion", str(clips / "right.avi"), "--source", "codec"]) == 1
-    assert "right.avi" in capsys.readouterr().err
+def test_motion_bad_input_gives_a_message_naming_the_file(clips, capsys, tmp_path):
+    """Bad input is the user's: one line naming the file, exit code 2, nothing written."""
+    png, npz = tmp_path / "m.png", tmp_path / "m.npz"
+    outs = ["--out", str(png), "--npz", str(npz)]
+    assert cli.main(["motion", str(clips / "right.avi"), "--source", "codec", *outs]) == 2
+    err = capsys.readouterr().err
+    assert "right.avi: no_motion_vectors: mjpeg streams carry no motion vectors" in err and "'estimate'" in err
     for name, reason in [("audio.wav", "no_video_stream"), ("text.mp4", "not_video"), ("nope.mp4", "missing")]:
-        assert cli.main(["motion", str(clips / name)]) == 1
+        assert cli.main(["motion", str(clips / name), *outs]) == 2
         err = capsys.readouterr().err
-        assert name in err and reason in err
-    assert cli.main(["motion", str(clips / "truncated.mp4"), "--json"]) in (0, 1)  # partial or clear error
-    assert cli.main(["motion", str(clips / "right.mp4"), "--block", "0"]) == 2
+        assert name in err and reason in err and "Errno" not in err
+    assert cli.main(["motion", str(clips / "truncated.mp4"), "--json"]) in (0, 2)  # partial or clear error
+    assert cli.main(["motion", str(clips / "right.mp4"), "--block", "0", *outs]) == 2
+    assert cli.main(["motion", str(clips / "right.mp4"), "--max-frames", "1", *outs]) == 2
+    assert "--max-frames must be >= 2" in capsys.readouterr().err
+    assert not png.exists() and not npz.exists()
+
+
+def test_motion_npz_into_a_new_folder(clips, tmp_path):
+    """--npz creates its folder, as --out does (before: a FileNotFoundError traceback)."""
+    npz = tmp_path / "new" / "m.npz"
+    assert cli.main(["motion", str(clips / "right.mp4"), "--npz", str(npz), "--max-frames", "4"]) == 0
+    assert set(np.load(npz).files) >= {"dx", "dy", "valid"}
 
 
 def test_prepare_transcodes_keeps_labels_and_reports_bad_files(clips, tmp_path, capsys):
@@ -100,3 +114,12 @@ def test_prepare_folder_and_refusals(clips, tmp_path, capsys):
     assert cli.main(["prepare", str(bad), str(tmp_path / "o3")]) == 1  # nothing usable
     assert cli.main(["prepare", str(bad), str(tmp_path)]) == 2  # would overwrite its own list
     capsys.readouterr()
+
+
+def test_motion_of_intra_only_h264_blames_the_frames_not_the_codec(tmp_path, capsys):
+    """H.264 with a keyframe every frame has no vectors: the message says the frames read are
+    I-frames (before: "h264 streams carry no motion vectors", untrue of the codec)."""
+    encode_video(tmp_path / "intra.mp4", moving_square((3, 0))[0][:6], gop=1)
+    assert cli.main(["motion", str(tmp_path / "intra.mp4"), "--source", "codec"]) == 2
+    err = capsys.readouterr().err
+    assert "the 6 h264 frame(s) read carry no motion vectors (pict types IIIIII" in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 HELP = "show the motion field of a video (codec motion vectors, or block matching without them)"
 
@@ -29,13 +30,18 @@ def run(args: argparse.Namespace) -> int:
     if args.block < 1:
         print(f"mvm motion: --block must be >= 1, got {args.block}", file=sys.stderr)
         return 2
+    if args.max_frames is not None and args.max_frames < 2:
+        print(f"mvm motion: --max-frames must be >= 2 (motion lies between frames), got {args.max_frames}",
+              file=sys.stderr)
+        return 2
     try:
         decoded = decode_video(args.video, max_frames=args.max_frames, with_motion=args.source != "estimate")
         field = frame_motion(decoded, args.source, args.block, path=args.video)
-    except VideoDecodeError as e:
+    except VideoDecodeError as e:  # the user's file: one line, exit 2, nothing written
         print(f"mvm motion: cannot read motion: {e}", file=sys.stderr)
-        return 1
+        return 2
     if args.npz:
+        Path(args.npz).parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(args.npz, dx=field.flow[..., 0], dy=field.flow[..., 1], valid=field.valid,
                             block=np.int64(field.block), source=np.str_(field.source), codec=np.str_(field.codec),
                             height=np.int64(decoded.frames.shape[1]), width=np.int64(decoded.frames.shape[2]))

@@ -133,11 +133,17 @@ def frame_index(path: str | os.PathLike) -> np.ndarray | None:
     return probe_video(path).pts
 
 
+def _why(e: Exception) -> str:
+    """FFmpeg's own words without the errno and the path, which the error already names
+    (``[Errno 1094995529] Invalid data found when processing input: 'x.mp4'`` -> the middle)."""
+    return getattr(e, "strerror", None) or str(e)
+
+
 def _open(path: Path) -> av.container.InputContainer:
     try:
         return av.open(str(path))
     except (av.error.InvalidDataError, av.error.FFmpegError, UnicodeDecodeError) as e:
-        raise VideoDecodeError(path, "not_video", str(e)) from e
+        raise VideoDecodeError(path, "not_video", _why(e)) from e
 
 
 def _demux_pts(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> np.ndarray | None:
@@ -272,8 +278,8 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
     except av.error.FFmpegError as e:
         # A truncated file decodes up to the damage; keep what came out if anything did.
         if not frames:
-            raise VideoDecodeError(path, "decode_error", str(e)) from e
-        log.warning("%s: decoding stopped after %d frames: %s", path, len(frames), e)
+            raise VideoDecodeError(path, "decode_error", _why(e)) from e
+        log.warning("%s: decoding stopped after %d frames: %s", path, len(frames), _why(e))
     if pts is not None and not frames:
         return None
     return frames, mvs, types
@@ -295,7 +301,7 @@ def count_frames(path: str | os.PathLike) -> int | None:
     try:
         container = av.open(str(path))
     except (av.error.InvalidDataError, av.error.FFmpegError, UnicodeDecodeError) as e:
-        raise VideoDecodeError(path, "not_video", str(e)) from e
+        raise VideoDecodeError(path, "not_video", _why(e)) from e
     with container:
         if not container.streams.video:
             raise VideoDecodeError(path, "no_video_stream")

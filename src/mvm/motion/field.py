@@ -29,6 +29,9 @@ BLOCK_PER_SHORT_SIDE = 28  # clip_block: at most short side / 28 source pixels p
 MAX_CLIP_BLOCK = 16
 NEAREST_CHUNK = 4  # frames computed at a time when looking for a measured frame outside a clip
 _fallback_logged: set[str] = set()  # codecs for which the "estimating instead" note was logged
+#: Codecs whose decoders export motion vectors (FFmpeg's H.264 and mpegvideo family); for these a
+#: decode without vectors means I-frames only, or a decode without ``with_motion``, not the codec.
+VECTOR_CODECS = ("h264", "mpeg4", "mpeg2video", "mpeg1video", "h263", "h263p", "msmpeg4v3", "wmv2")
 
 
 @dataclass
@@ -111,14 +114,20 @@ def _resolve_source(decoded: DecodedVideo, source: str, path: str | None) -> str
         return "none"
     if source in ("auto", "codec") and decoded.has_vectors:
         return "codec"
+    if decoded.codec in VECTOR_CODECS:
+        # the codec has vectors; these frames did not (all I-frames, or decoded without with_motion)
+        why = (f"the {decoded.num_frames} {decoded.codec} frame(s) read carry no motion vectors "
+               f"(pict types {''.join(decoded.pict_types[:16]) or '?'}; I-frames have none, and a decode "
+               "needs with_motion=True)")
+    else:
+        why = f"{decoded.codec} streams carry no motion vectors (transcode to H.264 with `mvm prepare`)"
     if source == "codec":
         raise VideoDecodeError(path or "<video>", "no_motion_vectors",
-                               f"the {decoded.codec} stream exports no motion vectors (decode it with "
-                               "with_motion=True, transcode it with `mvm prepare`, or use source=estimate)")
+                               f"{why}; motion source 'estimate' uses block matching instead")
     if source == "auto" and decoded.codec not in _fallback_logged:
         _fallback_logged.add(decoded.codec)
-        log.info("%s streams carry no motion vectors%s; estimating motion by block matching "
-                 "(logged once per codec)", decoded.codec, f" ({path})" if path else "")
+        log.info("%s%s; estimating motion by block matching (logged once per codec)",
+                 f"{path}: " if path else "", why)
     return "estimate"
 
 
