@@ -54,6 +54,8 @@ def test_table_output_and_other_strategies(moving_square, capsys):
     (["--strategies", "tube,zigzag"], 2, "unknown strategy zigzag"),
     (["--ratio", "1.5"], 2, "ratio"),
     (["--frames", "7"], 2, "divisible"),
+    (["--patch", "0"], 2, "--patch 0: must be >= 1"),  # before: ZeroDivisionError traceback
+    (["--tubelet", "0"], 2, "--tubelet 0: must be >= 1"),
 ])
 def test_bad_arguments_are_refused(moving_square, capsys, extra, code, message):
     assert main(["masks", moving_square, *ARGS, *extra]) == code
@@ -61,11 +63,16 @@ def test_bad_arguments_are_refused(moving_square, capsys, extra, code, message):
 
 
 def test_unreadable_video(tmp_path, capsys):
+    """The user's file: one line naming it once, exit code 2, no picture written."""
     bad = tmp_path / "not.mp4"
     bad.write_bytes(b"definitely not a video")
-    assert main(["masks", str(bad), *ARGS]) == 1
-    assert "cannot read" in capsys.readouterr().err
-    assert main(["masks", str(tmp_path / "missing.mp4"), *ARGS]) == 1
+    png = tmp_path / "out.png"
+    assert main(["masks", str(bad), *ARGS, "--out", str(png)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"mvm masks: cannot read {bad}: not_video: Invalid data found when processing input"
+    assert main(["masks", str(tmp_path / "missing.mp4"), *ARGS, "--out", str(png)]) == 2
+    assert capsys.readouterr().err.strip() == f"mvm masks: cannot read {tmp_path / 'missing.mp4'}: missing"
+    assert not png.exists()
 
 
 def test_mask_stats_counts_the_fastest_tokens():
@@ -127,3 +134,21 @@ def test_strong_motion_keeps_the_fast_tokens_without_the_camera():
     vec, strong = strong_motion(motion)
     assert strong.sum() == 1 and strong[0, 1, 2]
     assert np.allclose(vec[1], 0) and np.allclose(vec[0, 1, 2], [0.0, 5.0])
+
+
+def test_the_key_of_a_short_clip_fits_in_the_picture(tmp_path):
+    """4 token-frames make a narrow figure: its key must not run off either side (it did, cut to
+    "idden from the encoder ... camera rem")."""
+    import matplotlib.image as mpimg
+
+    grid = TokenGrid.from_clip(frames=8, size=32, tubelet=2, patch=8)
+    masks = {"tube": torch.ones(grid.num_tokens, dtype=torch.bool)}
+    motion = torch.zeros(*grid.shape, 2)
+    motion[..., 0] = 1.0
+    regions = {"tube": (2, 2, np.zeros(grid.t, int), np.zeros(grid.t, int))}
+    path = plot_masks(np.full((8, 32, 32, 3), 128, np.uint8), masks, grid, tmp_path / "k.png", motion=motion,
+                      regions=regions)
+    img = mpimg.imread(path)[..., :3]
+    key = img[-int(img.shape[0] * 0.12):]  # the bottom strip that holds the key
+    assert (key < 0.9).any()  # the key is drawn
+    assert (key[:, :3] > 0.95).all() and (key[:, -3:] > 0.95).all()  # and nothing touches the edges

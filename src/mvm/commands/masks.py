@@ -54,8 +54,10 @@ def run(args: argparse.Namespace) -> int:
               f"known: {', '.join(ENCODER_MASKS.names())}", file=sys.stderr)
         return 2
     try:
-        if args.frames < 1 or args.stride < 1:
-            raise ValueError(f"--frames and --stride must be >= 1, got {args.frames} and {args.stride}")
+        small = [f"--{k} {getattr(args, k)}" for k in ("frames", "stride", "size", "patch", "tubelet")
+                 if getattr(args, k) < 1]
+        if small:
+            raise ValueError(f"{', '.join(small)}: must be >= 1")
         grid = TokenGrid.from_clip(args.frames, args.size, args.tubelet, args.patch)
         strategies = {}
         for name in names:
@@ -68,9 +70,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         decoded = decode_video(args.video, with_motion=args.source in ("auto", "codec"))
         field = frame_motion(decoded, args.source, path=args.video)
-    except VideoDecodeError as e:
-        print(f"mvm masks: cannot read {args.video}: {e}", file=sys.stderr)
-        return 1
+    except VideoDecodeError as e:  # the error names the file; exit 2, nothing written
+        print(f"mvm masks: cannot read {e}", file=sys.stderr)
+        return 2
     rng = np.random.default_rng(args.seed)
     if args.start is None:
         idx = clip_indices(decoded.num_frames, args.frames, args.stride, train=False, rng=rng)

@@ -108,10 +108,16 @@ def plot_masks(frames: np.ndarray, masks: dict[str, torch.Tensor], grid: TokenGr
     rows = [("clip", None)] * (motion is not None) + list(masks.items())
     cell = min(1.7, 22.0 / t)  # inches per column; long clips get narrower columns
     margin = 1.5  # inches of left margin for the row titles
-    fig_w, fig_h = margin + cell * t + 0.1, (cell * h / w + 0.08) * len(rows) + 1.1
+    fig_w = margin + cell * t + 0.1
+    # The key: one line when the figure is wide enough, else two per line (a short clip's figure
+    # is narrow and a one-line key was cut off at both sides).
+    n_keys = 1 + 2 * bool(regions) + (motion is not None)
+    key_cols = n_keys if fig_w >= 11 else min(2, n_keys)
+    key_h = 0.3 + 0.22 * -(-n_keys // key_cols)
+    fig_h = (cell * h / w + 0.08) * len(rows) + 0.55 + key_h
     fig, axes = plt.subplots(len(rows), t, figsize=(fig_w, fig_h), squeeze=False)
     fig.subplots_adjust(left=margin / fig_w, right=1 - 0.1 / fig_w, top=1 - 0.55 / fig_h,
-                        bottom=0.55 / fig_h, wspace=0.03, hspace=0.06)
+                        bottom=key_h / fig_h, wspace=0.03, hspace=0.06)
     extent = (0, w * p, h * p, 0)
     for r, (name, mask) in enumerate(rows):
         if mask is None:  # the clip with its strong motion
@@ -161,7 +167,7 @@ def plot_masks(frames: np.ndarray, masks: dict[str, torch.Tensor], grid: TokenGr
     if motion is not None:
         handles.append(Line2D([], [], color=ARROW, marker=r"$\rightarrow$", linestyle="none", markersize=10,
                               label="strong motion (px/frame, camera removed)"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=key_cols, fontsize=8, frameon=False)
     fig.suptitle(title or "encoder masks", fontsize=9)
     fig.savefig(out, dpi=100)
     plt.close(fig)
