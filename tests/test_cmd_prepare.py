@@ -59,3 +59,30 @@ def test_exit_codes_when_nothing_is_produced(src, tmp_path, capsys):
     assert main(["prepare", str(bad), str(tmp_path / "o2")]) == 1
     err = capsys.readouterr().err
     assert "none of the 2 videos" in err and "no list written" in err and not (tmp_path / "o2").exists()
+
+
+def _tree(root):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("where", ["src", "src/sub dir/new", "file"])
+def test_an_out_dir_that_would_damage_the_source_is_refused(src, tmp_path, capsys, where):
+    """OUT_DIR = the source folder, inside it, or a file: one line, exit 2, nothing written (before:
+    transcodes landed beside the originals and joined the data set; a file gave a traceback)."""
+    (tmp_path / "file").write_text("x\n")
+    before = _tree(tmp_path)
+    assert main(["prepare", str(src), str(tmp_path / where)]) == 2
+    err = capsys.readouterr().err.strip()
+    expected = "is a file" if where == "file" else "is inside the source folder"
+    assert err.startswith("mvm prepare: OUT_DIR") and expected in err and "\n" not in err
+    assert _tree(tmp_path) == before
+
+
+def test_an_output_that_is_its_own_input_is_refused(src, capsys):
+    """A list whose folder is OUT_DIR, with another list name: `long.mp4` would be transcoded onto itself."""
+    lst = src / "all.txt"
+    lst.write_text("long.mp4 0\n")
+    before = _tree(src)
+    assert main(["prepare", str(lst), str(src), "--list-name", "new.txt"]) == 2
+    assert "long.mp4 would replace its own input video" in capsys.readouterr().err
+    assert _tree(src) == before

@@ -101,6 +101,22 @@ def transcode(src: Path, dst: Path, gop: int, crf: int, start: int | None = None
     return None
 
 
+def _out_dir_problem(source: Path, out_dir: Path, jobs) -> str | None:
+    """Why OUT_DIR cannot take the output (checked before anything is written), else None: a
+    file, a folder inside the source folder (the new videos would join the data set), or an
+    output that is one of the inputs (it would replace the user's original)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        return f"OUT_DIR {out_dir} is a file; give a folder for the transcoded videos and the new list"
+    out = out_dir.resolve()
+    if source.is_dir() and (out == source.resolve() or source.resolve() in out.parents):
+        return (f"OUT_DIR {out_dir} is inside the source folder {source}: the transcoded videos would "
+                "join the data set; choose a folder outside it")
+    for src_path, dst, *_ in jobs:
+        if dst.resolve() == src_path.resolve():
+            return f"{dst} would replace its own input video; choose another OUT_DIR"
+    return None
+
+
 def _job(item: tuple) -> str | None:
     return transcode(*item)
 
@@ -132,6 +148,10 @@ def run(args: argparse.Namespace) -> int:
     jobs: dict[Path, tuple] = {}
     for e, name in zip(src.entries, names):
         jobs.setdefault(name, (Path(e.path), out_dir / name, args.gop, args.crf, e.start, e.end))
+    problem = _out_dir_problem(source, out_dir, jobs.values())
+    if problem:
+        print(f"mvm prepare: {problem}", file=sys.stderr)
+        return 2
     out_dir.mkdir(parents=True, exist_ok=True)
     bar = dict(total=len(jobs), desc="prepare", unit="video", file=sys.stderr, dynamic_ncols=True)
     if args.workers > 1:
