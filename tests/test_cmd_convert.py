@@ -94,11 +94,34 @@ def test_original_videomae_args_and_unknown_clip(tmp_path: Path, capsys) -> None
     torch.save({"model": sd}, tmp_path / "bare.pth")
     assert main(["convert", str(tmp_path / "bare.pth"), str(tmp_path / "hf2")]) == 0
     assert "does not record its clip" in capsys.readouterr().out
-    assert main(["convert", str(tmp_path / "bare.pth"), str(tmp_path / "hf3"), "--frames", "7"]) == 1
+    assert main(["convert", str(tmp_path / "bare.pth"), str(tmp_path / "hf3"), "--frames", "7"]) == 2
     assert "does not divide" in capsys.readouterr().err
     assert main(["convert", str(tmp_path / "bare.pth"), str(tmp_path / "hf4"), "--size", "0"]) == 2
     empty = tmp_path / "empty_run"
     empty.mkdir()
-    assert main(["convert", str(empty), str(tmp_path / "hf5")]) == 1
+    assert main(["convert", str(empty), str(tmp_path / "hf5")]) == 2
     assert "no config.json, model.safetensors or complete ckpt-*" in capsys.readouterr().err
     assert not (tmp_path / "hf3").exists() and not (tmp_path / "hf5").exists()
+
+
+def test_sources_that_are_no_model_are_refused_in_one_line(tmp_path: Path, capsys) -> None:
+    """A video given as SRC, and a tokenizer run: exit 2, what the file is, nothing written (before:
+    exit 1 with a warning about unsafe pickles, and "no patch embedding" for the tokenizer)."""
+    import numpy as np
+
+    from mvm.data.video_io import encode_video
+
+    encode_video(tmp_path / "clip.mp4", np.zeros((4, 16, 16, 3), np.uint8))
+    assert main(["convert", str(tmp_path / "clip.mp4"), str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"mvm convert: {tmp_path / 'clip.mp4'}: not a PyTorch checkpoint") and "pickle" not in err
+    ckpt = tmp_path / "tok" / "ckpt-0000001"
+    ckpt.mkdir(parents=True)
+    from safetensors.torch import save_file
+
+    save_file({"encoder.weight": torch.zeros(2, 2)}, str(ckpt / "model.safetensors"))
+    (ckpt / "meta.json").write_text(json.dumps({"step": 1, "kind": "tokenizer"}))
+    torch.save({}, ckpt / "state.pt")  # what makes a checkpoint complete
+    assert main(["convert", str(tmp_path / "tok"), str(tmp_path / "hf")]) == 2
+    assert "a tokenizer checkpoint, not a video MAE or classifier" in capsys.readouterr().err
+    assert not (tmp_path / "hf").exists()

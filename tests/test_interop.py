@@ -277,7 +277,7 @@ def test_convert_command(tmp_path: Path, capsys) -> None:
     a = back(video.transpose(1, 2), bool_masked_pos=mask).logits
     b = hf(video.transpose(1, 2), bool_masked_pos=mask).logits
     assert rel_err(a, b) < TOL
-    assert _cli(["convert", str(tmp_path / "nope"), str(tmp_path / "x.pth")]) == 1
+    assert _cli(["convert", str(tmp_path / "nope"), str(tmp_path / "x.pth")]) == 2
     assert "no such file" in capsys.readouterr().err
 
 

@@ -66,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
             out = save_mvm(model, args.dst, frames=frames, size=size)
         else:
             out = save_original(model, args.dst, frames=frames, size=size)
-    except InteropError as e:
+    except InteropError as e:  # about the SRC or flags the user gave: one line, exit 2
         print(f"mvm convert: {e}", file=sys.stderr)
-        return 1
+        return 2
     n = sum(p.numel() for p in model.parameters())
     clip = f", clip {frames} frames x {size} px" if frames and size else ""
     print(f"{src} -> {out} ({to}): {spec.kind}, dim {spec.dim}, depth {spec.depth}, heads {spec.heads}, "

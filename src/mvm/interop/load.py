@@ -134,10 +134,32 @@ def unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor]:
     return sd
 
 
+def _checkpoint_kind(ckpt: Path) -> str | None:
+    """The ``kind`` a training checkpoint folder's ``meta.json`` records (None when it records none)."""
+    try:
+        kind = json.loads((ckpt / "meta.json").read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
+
+
+#: How torch.save files begin: a zip archive (PyTorch >= 1.6), or a legacy pickle (protocol 2+).
+_PTH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
 def read_pth(path: str | Path) -> Any:
     """``torch.load(path, weights_only=True)``; a file that needs more than tensors and plain containers
-    is refused with :class:`UnsafeCheckpointError`."""
+    is refused with :class:`UnsafeCheckpointError`, one that is no torch.save file at all (a video, a
+    text file) with :class:`InteropError` saying so."""
     path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except FileNotFoundError as e:
+        raise InteropError(f"{path}: no such file") from e
+    if not head.startswith(_PTH_MAGIC):
+        raise InteropError(f"{path}: not a PyTorch checkpoint (expected a transformers folder, an mvm "
+                           ".safetensors file, checkpoint or run folder, or an original VideoMAE .pth)")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -303,6 +325,10 @@ def load_model(path: str | Path, heads: int | None = None, decoder_heads: int | 
     if path.is_dir() and (path / "config.json").is_file():
         return hf.import_transformers(path)
     if path.is_dir() and (path / "model.safetensors").is_file():
+        kind = _checkpoint_kind(path)
+        if kind not in (None, "pretrain", "finetune"):  # e.g. an LVMAE tokenizer: no ViT weights in it
+            raise InteropError(f"{path}: a {kind} checkpoint, not a video MAE or classifier; convert takes "
+                               "`mvm pretrain` and `mvm finetune` runs, transformers folders and .pth files")
         sd, meta = read_safetensors(path / "model.safetensors")
         if SPEC_KEY in meta:
             spec_dict = json.loads(meta[SPEC_KEY])
