@@ -108,7 +108,7 @@ def test_kinetics_ssv2_diving48_epic100(tmp_path, clips, capsys):
         {"vid_name": "dive", "label": 1, "start_frame": 38, "end_frame": 40},  # too short for a 7-frame clip
         {"vid_name": "dive", "label": 1, "start_frame": 50, "end_frame": 60}]))  # past the end
     rc, report = _check(capsys, str(d / "test.json"))
-    assert report["format"] == "diving48" and report["bad_by_reason"] == {"too_short": 1, "empty_span": 1}
+    assert report["format"] == "diving48" and report["bad_by_reason"] == {"empty_span": 1} and report["short"] == 1
 
     e = tmp_path / "epic"
     _put(clips, "long", e / "P01" / "videos" / "P01_01.MP4")
@@ -126,3 +126,14 @@ def test_unopenable_source_exits_2_with_one_line(tmp_path, capsys):
     assert main(["data", "check", str(tmp_path / "nope.txt")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "nope.txt: no such list file or folder" in err
+
+
+def test_clips_shorter_than_a_clip_are_usable(tmp_path, clips, capsys):
+    """Training pads a short video with its last frame, so it is usable and counted apart (before:
+    12-frame clips at the default 16 x 4 gave "0 usable", exit 1, as if the data set were broken)."""
+    _put(clips, "short", tmp_path / "a" / "x.mp4")
+    _put(clips, "short", tmp_path / "b" / "y.mp4")
+    assert main(["data", "check", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 entries, 2 usable" in out
+    assert "2 usable but shorter than one clip (16 frames at stride 4): training repeats their last frame" in out

@@ -1,8 +1,9 @@
 """``mvm data check SOURCE``: scan a whole dataset and report, per reason, what cannot be used.
 
 Every entry is opened (container header and packet index) and its first frame decoded; nothing
-stops at the first problem. Exit code 0 when every entry is usable, 1 otherwise, 2 when the
-source itself cannot be opened.
+stops at the first problem. Videos shorter than one clip (--frames at --stride) are usable
+(training repeats their last frame) and counted apart. Exit code 0 when every entry is usable,
+1 otherwise, 2 when the source itself cannot be opened.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c = sub.add_parser("check", help="scan every entry of a data source", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_source_arguments(c)
-    c.add_argument("--frames", type=int, default=16, help="clip frames, for the too_short check (default 16)")
-    c.add_argument("--stride", type=int, default=4, help="clip stride, for the too_short check (default 4)")
+    c.add_argument("--frames", type=int, default=16,
+                   help="clip frames, for the shorter-than-a-clip count (default 16, as footage-tiny)")
+    c.add_argument("--stride", type=int, default=4,
+                   help="clip stride, for the shorter-than-a-clip count (default 4, as footage-tiny)")
     c.add_argument("--num-classes", type=int, default=0,
                    help="labels must lie in [0, K) (default: the source's class count, if it has one)")
     c.add_argument("--workers", type=int, default=4, help="files opened in parallel (threads, default 4)")
@@ -47,8 +50,8 @@ def entry_problem(entry, frames: int, stride: int, num_classes: int) -> tuple[st
 
     Reasons: bad_label, the :class:`~mvm.data.video_io.VideoDecodeError` reasons (missing,
     empty_file, not_video, no_video_stream, no_frames, decode_error), empty_span (the frame
-    span lies outside the video) and too_short (fewer frames than one clip spans; training
-    would pad it by repeating the last frame).
+    span lies outside the video) and too_short (fewer frames than one clip spans: still usable,
+    training pads it by repeating the last frame; :func:`scan` counts it apart).
     """
     from mvm.data.sampling import clip_span
     from mvm.data.video_io import VideoDecodeError, decode_video, probe_video
@@ -80,8 +83,12 @@ def scan(src, frames: int, stride: int, num_classes: int, workers: int = 4, prog
     k = num_classes or len(src.classes)
     bad: Counter[str] = Counter()
     examples: dict[str, list[str]] = {}
+    short: list[str] = []  # usable: training pads them by repeating the last frame
 
     def note(reason: str, detail: str) -> None:
+        if reason == "too_short":
+            short.append(detail)
+            return
         bad[reason] += 1
         if len(examples.setdefault(reason, [])) < EXAMPLES:
             examples[reason].append(detail)
@@ -98,7 +105,8 @@ def scan(src, frames: int, stride: int, num_classes: int, workers: int = 4, prog
     bar.close()
     total = len(src.entries) + len(src.malformed)
     return {"source": src.path, "format": src.format, "total": total, "usable": total - sum(bad.values()),
-            "bad_by_reason": dict(bad.most_common()), "examples": examples}
+            "bad_by_reason": dict(bad.most_common()), "examples": examples,
+            "short": len(short), "short_examples": short[:EXAMPLES]}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,6 +122,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=1))
     else:
         print(f"{report['source']} ({report['format']}): {report['total']} entries, {report['usable']} usable")
+        if report["short"]:
+            print(f"  {report['short']} usable but shorter than one clip ({args.frames} frames at stride "
+                  f"{args.stride}): training repeats their last frame; --frames/--stride check other settings")
+            for ex in report["short_examples"]:
+                print(f"    e.g. {ex}")
         for reason, n in report["bad_by_reason"].items():
             print(f"  {reason}: {n}")
             for ex in report["examples"][reason]:
