@@ -6,7 +6,7 @@
 
 One configuration = one fresh subprocess (so peak memory is that configuration's alone): build the
 model, draw a 90% tube encoder mask and the decoder mask, run forward + norm-pix loss + backward
-(no optimiser) ``1 + repeats`` times, report the fastest step and the peak memory.
+(no optimiser) ``1 + repeats`` times at ``--batch`` clips (default 1), report the fastest step and the peak memory.
 
 Decoder masking (per frame count, side by side):
 - ``none``: decode every encoder-masked token (VideoMAE);
@@ -56,18 +56,19 @@ def run_one(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     grid = TokenGrid.from_clip(args.one_frames, args.size, 2, 16)
-    enc = ENCODER_MASKS.build("tube", ratio=0.9)(grid, 1, gen)
+    b = args.batch
+    enc = ENCODER_MASKS.build("tube", ratio=0.9)(grid, b, gen)
     name, ratio = MODES[args.one_mode]
-    dec = DECODER_MASKS.build(name, ratio=ratio)(grid, 1, gen, MaskContext(encoder_mask=enc))
+    dec = DECODER_MASKS.build(name, ratio=ratio)(grid, b, gen, MaskContext(encoder_mask=enc))
     vis_idx, dec_idx = mask_to_indices(~enc).to(device), mask_to_indices(dec).to(device)
     model = build_mae(args.model, checkpointing=args.checkpointing).to(device)
-    video = torch.randn(1, 3, args.one_frames, args.size, args.size, generator=gen).to(device)
+    video = torch.randn(b, 3, args.one_frames, args.size, args.size, generator=gen).to(device)
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
     def target() -> torch.Tensor:
         if args.target == "full":
-            return norm_pix_target(video, 2, 16, mean, std)  # [1, N, D], masked_mse gathers
-        with torch.no_grad():  # [1, Nd, D]: the decoded tokens only
+            return norm_pix_target(video, 2, 16, mean, std)  # [B, N, D], masked_mse gathers
+        with torch.no_grad():  # [B, Nd, D]: the decoded tokens only
             x = gather_tubelets(video.float(), 2, 16, dec_idx, layout="target")
             x = x * torch.tensor(std, device=device).repeat(x.shape[-1] // 3) + torch.tensor(
                 mean, device=device).repeat(x.shape[-1] // 3)
@@ -105,7 +106,7 @@ def run_one(args: argparse.Namespace) -> dict:
         peak = torch.cuda.max_memory_allocated() / 2 ** 20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-    return {"frames": args.one_frames, "mode": args.one_mode, "tokens": grid.num_tokens,
+    return {"frames": args.one_frames, "mode": args.one_mode, "batch": b, "tokens": grid.num_tokens,
             "visible": int(vis_idx.shape[1]), "decoded": int(dec_idx.shape[1]),
             "step_s": min(times[1:]) if len(times) > 1 else times[0], "step_s_all": times,
             "peak_mb": peak, "before_mb": before, "step_mb": peak - before}
@@ -119,6 +120,7 @@ def main() -> None:
     p.add_argument("--frames", type=int, nargs="+", default=[16, 32, 64, 128])
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     p.add_argument("--repeats", type=int, default=1, help="timed steps after one warm-up step")
+    p.add_argument("--batch", type=int, default=1, help="clips per step (GPU: batch 1 is launch-bound)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing (model.checkpointing)")
     p.add_argument("--target", choices=["decoded", "full"], default="decoded")
@@ -137,7 +139,7 @@ def main() -> None:
         for mode in args.modes:  # modes of one frame count back to back: side by side
             cmd = [sys.executable, __file__, "--one-frames", str(frames), "--one-mode", mode,
                    "--device", args.device, "--model", args.model, "--size", str(args.size),
-                   "--repeats", str(args.repeats), "--target", args.target, "--threads", str(args.threads)]
+                   "--repeats", str(args.repeats), "--batch", str(args.batch), "--target", args.target, "--threads", str(args.threads)]
             cmd += ["--bf16"] * args.bf16 + ["--checkpointing"] * args.checkpointing
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
@@ -155,7 +157,7 @@ def main() -> None:
                                        "step_mem_vs_none": by[m]["step_mb"] / by["none"]["step_mb"],
                                        "peak_mem_vs_none": by[m]["peak_mb"] / by["none"]["peak_mb"]}
                                    for m in by if m != "none"}
-    print(json.dumps({"device": args.device, "model": args.model, "size": args.size, "bf16": args.bf16,
+    print(json.dumps({"device": args.device, "model": args.model, "size": args.size, "batch": args.batch, "bf16": args.bf16,
                       "checkpointing": args.checkpointing, "target": args.target, "rows": rows,
                       "ratios": ratios}, indent=2))
 
