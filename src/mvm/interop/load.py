@@ -327,8 +327,8 @@ def load_model(path: str | Path, heads: int | None = None, decoder_heads: int | 
     if path.is_dir() and (path / "model.safetensors").is_file():
         kind = _checkpoint_kind(path)
         if kind not in (None, "pretrain", "finetune"):  # e.g. an LVMAE tokenizer: no ViT weights in it
-            raise InteropError(f"{path}: a {kind} checkpoint, not a video MAE or classifier; convert takes "
-                               "`mvm pretrain` and `mvm finetune` runs, transformers folders and .pth files")
+            raise InteropError(f"{path}: a {kind} checkpoint, not a video MAE or classifier (give an `mvm "
+                               "pretrain` or `mvm finetune` run, a transformers VideoMAE folder or a .pth)")
         sd, meta = read_safetensors(path / "model.safetensors")
         if SPEC_KEY in meta:
             spec_dict = json.loads(meta[SPEC_KEY])
