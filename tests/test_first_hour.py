@@ -79,3 +79,18 @@ def test_tokenizer_resume_with_nothing_to_resume_is_refused(tmp_path):
         "--resume: runs/none holds no checkpoint to resume from (start a new run without --resume, "
         "or name the run folder with --out)")
     assert "Traceback" not in r.stderr and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["list.txt", "--clips", "2"], "mvm synth: list.txt is a file; OUT_DIR must be a folder (created if absent)"),
+    (["out", "--clips", "2", "--gop", "0"], "mvm synth: need gop >= 1, bframes >= 0, refs >= 1; got gop=0"),
+])
+def test_synth_refuses_a_file_or_a_bad_gop_before_writing(tmp_path, monkeypatch, capsys, args, message):
+    """Before: a NotADirectoryError traceback for a file; --gop 0 went to x264 unchecked."""
+    from mvm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "list.txt").write_text("a.mp4 0\n")
+    assert main(["synth", *args]) == 2
+    assert capsys.readouterr().err.strip().startswith(message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["list.txt"]

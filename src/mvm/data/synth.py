@@ -216,6 +216,10 @@ def make_synthetic(
                          f"val_clips={val_clips}, frames={frames}, size={size}")
     if size % 2:
         raise ValueError(f"size must be even for H.264 (yuv420p), got {size}")
+    if gop < 1 or bframes < 0 or refs < 1:
+        raise ValueError(f"need gop >= 1, bframes >= 0, refs >= 1; got gop={gop}, bframes={bframes}, refs={refs}")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ValueError(f"{out_dir} is a file; OUT_DIR must be a folder (created if absent)")
     t0 = time.perf_counter()
     out = Path(out_dir)
     jobs: dict[str, list[tuple]] = {}
