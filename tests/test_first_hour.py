@@ -94,3 +94,19 @@ def test_synth_refuses_a_file_or_a_bad_gop_before_writing(tmp_path, monkeypatch,
     assert main(["synth", *args]) == 2
     assert capsys.readouterr().err.strip().startswith(message)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["list.txt"]
+
+
+def test_out_names_the_file_really_written(footage, tmp_path, capsys):
+    """`--out FOLDER` puts the picture inside it and a name without a suffix gets .png (before:
+    `--out pics` wrote pics.png and printed "pics"; an existing folder became FOLDER.png)."""
+    from mvm.cli import main
+
+    video = str(footage / "clips" / "a.mp4")
+    (tmp_path / "pics").mkdir()
+    assert main(["motion", video, "--out", str(tmp_path / "pics"), "--npz", str(tmp_path / "field")]) == 0
+    out = capsys.readouterr().out
+    assert f"picture: {tmp_path / 'pics' / 'a.mp4.motion.png'}" in out and f"npz: {tmp_path / 'field.npz'}" in out
+    assert main(["masks", video, "--out", str(tmp_path / "m"), "--size", "32", "--frames", "4"]) == 0
+    assert f"picture: {tmp_path / 'm.png'}" in capsys.readouterr().out
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "field.npz", "m.png", "pics", "pics/a.mp4.motion.png"]

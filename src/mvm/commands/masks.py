@@ -99,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
                "ratio": args.ratio, "motion_source": field.source,
                "mean_motion": round(float(tokens.norm(dim=-1).mean()), 4), "strategies": report}
     if args.out:
+        from mvm.viz import picture_path
+
+        args.out = picture_path(args.out, args.video, "masks")
+    if args.out:
         from mvm.viz.masks import plot_masks
 
         mean = torch.tensor(data.mean).view(3, 1, 1, 1)

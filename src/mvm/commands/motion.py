@@ -41,12 +41,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"mvm motion: cannot read motion: {e}", file=sys.stderr)
         return 2
     if args.npz:
+        if not args.npz.endswith(".npz"):
+            args.npz += ".npz"  # numpy adds it; name the file it really writes
         Path(args.npz).parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(args.npz, dx=field.flow[..., 0], dy=field.flow[..., 1], valid=field.valid,
                             block=np.int64(field.block), source=np.str_(field.source), codec=np.str_(field.codec),
                             height=np.int64(decoded.frames.shape[1]), width=np.int64(decoded.frames.shape[2]))
     if args.out:
+        from mvm.viz import picture_path
         from mvm.viz.motion import plot_motion
+
+        args.out = picture_path(args.out, args.video, "motion")
 
         plot_motion(decoded.frames, field, args.out, title=f"{args.video}: {field.source} motion ({field.codec})")
     mag = field.magnitude()

@@ -112,7 +112,9 @@ def _score(args: argparse.Namespace) -> int:
     except (CheckpointError, VideoDecodeError, FileNotFoundError) as e:
         print(f"mvm tokenizer score: {e}", file=sys.stderr)
         return 2
-    out_png = Path(args.out or Path(args.video).name + ".scores.png")
+    from mvm.viz import picture_path
+
+    out_png = Path(picture_path(args.out, args.video, "scores") if args.out else Path(args.video).name + ".scores.png")
     plot_tokenizer_clip(model, clip, cfg, out_png, torch.device("cpu"))
     video = clip.video[None]
     grid = model.grid_for(video)
