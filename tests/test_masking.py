@@ -83,7 +83,8 @@ def test_encoder_and_decoder_masks_combine(enc_name, dec_name, dec_ratio):
     grid = TokenGrid(4, 6, 6)
     enc = ENCODER_MASKS.build(enc_name, ratio=0.75)(grid, 4, gen(1), context_for(grid, 4))
     decoder = DECODER_MASKS.build(dec_name, ratio=dec_ratio)
-    dec = decoder(grid, 4, gen(2), MaskContext(encoder_mask=enc))
+    scores = torch.rand(4, grid.num_tokens, generator=gen(3))  # the tokenizer's, for the adaptive mask
+    dec = decoder(grid, 4, gen(2), MaskContext(encoder_mask=enc, scores=scores))
     assert dec.dtype == torch.bool and dec.shape == enc.shape
     assert not bool((dec & ~enc).any())  # decoder only reconstructs what the encoder hid
     k = decoder.decode_count(grid, int(enc[0].sum()))
