@@ -92,8 +92,8 @@ def synth(tmp_path_factory) -> Path:
 
 
 def _cli(synth: Path, init: Path, out: Path, *extra: str) -> subprocess.Popen:
-    args = ["finetune", "--init", str(init), "--data", str(synth / "train.csv"), "--val", str(synth / "val.csv"),
-            "--out", str(out), "--steps", "8"]
+    args = ["finetune", "--config", "ft-synthetic", "--init", str(init), "--data", str(synth / "train.csv"),
+            "--val", str(synth / "val.csv"), "--out", str(out), "--steps", "8"]
     for o in ("data.workers=0", "optim.batch_size=4", "optim.warmup_steps=2", "train.log_every=1",
               "train.ckpt_every=4", "train.eval_every=4", "train.keep_ckpts=5", "train.bf16=false",
               "finetune.ema=true", "finetune.ema_decay=0.5"):

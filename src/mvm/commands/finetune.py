@@ -9,7 +9,7 @@ import sys
 HELP = ("fine-tune a video classifier (VideoMAE's recipe) from a checkpoint (--init) or from scratch; "
         "no --data: the built-in synthetic set")
 DEFAULT_PRESET = "ft-synthetic"
-FOOTAGE_PRESET = "ft-k400"
+FOOTAGE_PRESET = "ft-footage-tiny"
 #: what --init sets from the checkpoint (the clip's stride and normalisation stay the preset's)
 _GEOMETRY = ("name", "tubelet", "patch", "frames", "size")
 

@@ -66,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         for source in (args.train, args.val):
-            check_source(source, args.format, args.root)
+            unlabelled = sum(e.label < 0 for e in check_source(source, args.format, args.root).entries)
+            if unlabelled:
+                raise DataSourceError(f"{source}: {unlabelled} videos have no label (a folder needs one "
+                                      "sub-folder per class; a list needs 'path label' lines)")
         data = data_config(args)
         device = device_of(args.device)
         train = features_for(args, args.train, data, device)
