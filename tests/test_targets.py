@@ -123,3 +123,16 @@ def test_token_loss_against_hand_computation_and_only_decoded_tokens() -> None:
     assert float(token_loss(logits, other, decode_idx, levels)) != pytest.approx(expected, rel=1e-6)
     with pytest.raises(ValueError, match="sum"):
         token_loss(logits[..., :-1], digits, decode_idx, levels)
+
+
+def test_targets_of_some_tokens_equal_the_gathered_full_targets():
+    from mvm.targets import norm_pix_target, pixel_target
+
+    g = torch.Generator().manual_seed(3)
+    video = torch.randn(2, 3, 4, 16, 16, generator=g)
+    idx = torch.stack([torch.randperm(8, generator=g)[:5] for _ in range(2)])  # grid 2 x 2 x 2
+    for fn in (pixel_target, norm_pix_target):
+        full = fn(video, 2, 8, [0.4, 0.5, 0.6], [0.2, 0.25, 0.3])
+        some = fn(video, 2, 8, [0.4, 0.5, 0.6], [0.2, 0.25, 0.3], idx=idx)
+        assert some.shape == (2, 5, 2 * 8 * 8 * 3)
+        assert torch.allclose(some, torch.gather(full, 1, idx[..., None].expand(-1, -1, full.shape[-1])), atol=1e-5)

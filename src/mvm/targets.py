@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from mvm.models.patch import patchify
+from mvm.models.patch import gather_tubelets, patchify
 
 
 def _pixels(video: torch.Tensor, mean: torch.Tensor | list[float], std: torch.Tensor | list[float]) -> torch.Tensor:
@@ -22,14 +22,23 @@ def _pixels(video: torch.Tensor, mean: torch.Tensor | list[float], std: torch.Te
 
 @torch.no_grad()
 def pixel_target(video: torch.Tensor, tubelet: int, patch: int, mean: torch.Tensor | list[float],
-                 std: torch.Tensor | list[float]) -> torch.Tensor:
-    """Raw pixels of every token: ``[B, C, T, H, W]`` (normalised) -> ``[B, N, tubelet*patch*patch*C]`` in [0, 1]."""
-    return patchify(_pixels(video, mean, std), tubelet, patch)
+                 std: torch.Tensor | list[float], idx: torch.Tensor | None = None) -> torch.Tensor:
+    """Raw pixels of the tokens: ``[B, C, T, H, W]`` (normalised) -> ``[B, N, tubelet*patch*patch*C]``
+    in [0, 1]; with ``idx`` (``[B, K]`` long) only those tokens, ``[B, K, ...]``, reading only their
+    pixels (the cost then follows K, not the clip: long clips decode 15% of their tokens)."""
+    if idx is None:
+        return patchify(_pixels(video, mean, std), tubelet, patch)
+    x = gather_tubelets(video.float(), tubelet, patch, idx, layout="target")  # [B, K, u*p*p*C], C fastest
+    c = video.shape[1]
+    mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).repeat(x.shape[-1] // c)
+    std = torch.as_tensor(std, dtype=x.dtype, device=x.device).repeat(x.shape[-1] // c)
+    return x * std + mean
 
 
 @torch.no_grad()
 def norm_pix_target(video: torch.Tensor, tubelet: int, patch: int, mean: torch.Tensor | list[float],
-                    std: torch.Tensor | list[float], eps: float = 1e-6) -> torch.Tensor:
+                    std: torch.Tensor | list[float], eps: float = 1e-6,
+                    idx: torch.Tensor | None = None) -> torch.Tensor:
     """VideoMAE's target: pixels of each token normalised per token and per channel.
 
     ``(x - x.mean) / (x.var(unbiased=True).sqrt() + eps)`` over the ``tubelet*patch*patch`` values of
@@ -41,16 +50,17 @@ def norm_pix_target(video: torch.Tensor, tubelet: int, patch: int, mean: torch.T
         tubelet, patch: token geometry.
         mean, std: the per-channel normalisation the clip went through.
         eps: added to the standard deviation.
+        idx: ``[B, K]`` long: only those tokens (e.g. the decoded ones), computed from their pixels alone.
 
     Returns:
-        ``[B, N, tubelet*patch*patch*C]`` float32.
+        ``[B, N, tubelet*patch*patch*C]`` float32 (``[B, K, ...]`` with ``idx``).
     """
-    tokens = pixel_target(video, tubelet, patch, mean, std)
+    tokens = pixel_target(video, tubelet, patch, mean, std, idx)
     b, n, d = tokens.shape
     c = video.shape[1]
     x = tokens.view(b, n, d // c, c)  # values of one token grouped by channel: [B, N, u*p*p, C]
-    x = (x - x.mean(dim=-2, keepdim=True)) / (x.var(dim=-2, unbiased=True, keepdim=True).sqrt() + eps)
-    return x.reshape(b, n, d)
+    var, mu = torch.var_mean(x, dim=-2, unbiased=True, keepdim=True)  # one pass over the values
+    return ((x - mu) / (var.sqrt() + eps)).reshape(b, n, d)
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, decode_idx: torch.Tensor) -> torch.Tensor:

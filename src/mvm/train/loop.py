@@ -259,7 +259,10 @@ def run_task(task: Task, resume: bool = False, progress: Progress | None = None,
         from mvm.train.compile import maybe_compile
 
         model = maybe_compile(model, True, device)
-    fused = {"fused": True} if device.type == "cuda" else {}
+    # Fused AdamW: one kernel for all parameters (on CPU too: 0.74 -> 0.63 s per ViT-S step here);
+    # FSDP's sharded DTensor parameters keep the default implementation.
+    fused_ok = device.type in ("cuda", "cpu") and not (info.enabled and cfg.train.parallel == "fsdp")
+    fused = {"fused": True} if fused_ok else {}
     optimizer = torch.optim.AdamW(task.param_groups(dist.unwrap(model)), lr=peak_lr,
                                   betas=tuple(cfg.optim.betas), **fused)
     if resumed is not None:

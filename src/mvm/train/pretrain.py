@@ -155,8 +155,9 @@ class PretrainTask(Task):
             loss = token_loss(pred, tokens.digits, decode_idx, self.lvmae.levels)
         else:
             target_fn = norm_pix_target if cfg.train.target == "norm_pix" else pixel_target
-            target = target_fn(video, cfg.model.tubelet, cfg.model.patch, mean, std)
-            loss = masked_mse(pred.float(), target, decode_idx)
+            # Targets of the decoded tokens only, from their pixels alone (not the whole clip).
+            target = target_fn(video, cfg.model.tubelet, cfg.model.patch, mean, std, idx=decode_idx)
+            loss = torch.mean((pred.float() - target) ** 2)
         parts = {"recon_loss": loss.detach()}
         if motion_pred is not None:
             # Each visible token predicts its own codec motion: the encoder must see motion.
