@@ -51,12 +51,13 @@ def plot_reconstructions(cfg: Config, model: torch.nn.Module, grid: TokenGrid, o
                          device: torch.device, clips: int = 3, frames_shown: int = 8) -> Path:
     """Draw ``clips`` validation clips (original / masked / reconstruction rows) with the run's mask."""
     from mvm.data.datasets import VideoDataset
-    from mvm.masking import build_masks
+    from mvm.masking import DECODER_MASKS, build_masks
     from mvm.masking.collate import MaskCollator
 
-    enc, dec = build_masks(cfg.mask)
+    enc, _ = build_masks(cfg.mask)
+    dec = DECODER_MASKS.build("none", ratio=1.0)  # the picture reconstructs every hidden token
     ds = VideoDataset(cfg.data.val or cfg.data.train, grid, cfg.data, train=False, seed=cfg.train.seed,
-                      with_motion=cfg.data.motion != "none" and (enc.needs_motion or dec.needs_motion))
+                      with_motion=cfg.data.motion != "none" and enc.needs_motion)
     batch = MaskCollator(grid, enc, dec, seed=cfg.train.seed)([ds[i] for i in range(min(clips, len(ds)))])
     mean = torch.tensor(cfg.data.mean, device=device)
     std = torch.tensor(cfg.data.std, device=device)
