@@ -4,10 +4,12 @@ the one-line start report. Only the CLI prints; library code logs."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from mvm.config import Config, ConfigError, load_config
 
@@ -125,3 +127,46 @@ class ProgressBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def run_training(args: argparse.Namespace, command: str, cfg: Config, description: str,
+                 train: Any, print_summary: Any) -> int:
+    """What every training subcommand does once its config is made: print the run's key values,
+    train with a progress bar, turn the errors a user can meet into one line, print the summary.
+
+    Args:
+        command: the words after ``mvm`` (``pretrain``, ``tokenizer train``...), for messages.
+        description: the block printed before the run (see :func:`describe_run`).
+        train: ``train(cfg, resume=..., progress=...) -> summary``.
+        print_summary: prints a completed run's summary (a stopped one is handled here).
+
+    Returns:
+        0 done, 143 stopped by a signal (checkpoint written), 2 a checkpoint to start from that is
+        no model, 1 a run that had to stop (too much bad data, repeated non-finite loss, a
+        checkpoint that does not fit). Bad data sources raise on to ``mvm.cli`` (one line, rc 2).
+    """
+    from mvm.interop.load import InteropError
+    from mvm.train.checkpoint import CheckpointError
+    from mvm.train.guard import TooManyNonFinite, TooMuchBadData
+
+    main = is_main_rank()
+    if main:
+        print(description, file=sys.stderr)
+    bar = ProgressBar(cfg.train.steps, command.split()[0])
+    try:
+        summary = train(cfg, resume=args.resume, progress=bar)
+    except (CheckpointError, InteropError, TooMuchBadData, TooManyNonFinite) as e:
+        bar.close()
+        print(f"mvm {command}: {e}", file=sys.stderr)
+        return 2 if isinstance(e, InteropError) else 1
+    bar.close()
+    if not main:
+        return 0
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    elif summary.get("stopped_by"):
+        print(f"stopped by {summary['stopped_by']} at step {summary['steps']}; checkpoint {summary['checkpoint']}")
+        print(f"continue with: mvm {command} --resume --out {summary['run_dir']}")
+    else:
+        print_summary(summary)
+    return 0 if summary.get("stopped_by") is None else 143

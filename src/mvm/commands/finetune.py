@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 HELP = ("fine-tune a video classifier (VideoMAE's recipe) from a checkpoint (--init) or from scratch; "
@@ -37,12 +36,10 @@ def _init_geometry(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mvm.commands.common import ProgressBar, describe_run, is_main_rank, run_config
-    from mvm.data.formats import DataSourceError
+    from mvm.commands.common import describe_run, run_config, run_training
     from mvm.interop.load import InteropError
     from mvm.train.checkpoint import CheckpointError
     from mvm.train.finetune import run_finetune
-    from mvm.train.guard import TooManyNonFinite, TooMuchBadData
 
     try:
         # the checkpoint's geometry sits between the preset and the user's own --set values
@@ -51,35 +48,15 @@ def run(args: argparse.Namespace) -> int:
     except (CheckpointError, InteropError) as e:
         print(f"mvm finetune: {e}", file=sys.stderr)
         return 2
-    main = is_main_rank()
-    if main:
-        print(describe_run(cfg, source), file=sys.stderr)
-        f = cfg.finetune
-        print(f"fine-tune   init {f.init or 'none (from scratch)'}; layer decay {f.layer_decay:g}, drop path "
-              f"{cfg.model.drop_path:g}, mixup {f.mixup:g} / cutmix {f.cutmix:g}, smoothing {f.label_smoothing:g}, "
-              f"RandAugment n{f.randaug_ops} m{f.randaug_magnitude:g}{', EMA' if f.ema else ''}", file=sys.stderr)
-    bar = ProgressBar(cfg.train.steps, "finetune")
-    try:
-        summary = run_finetune(cfg, resume=args.resume, progress=bar)
-    except (CheckpointError, InteropError, DataSourceError, TooMuchBadData, TooManyNonFinite) as e:
-        bar.close()
-        print(f"mvm finetune: {e}", file=sys.stderr)
-        return 2 if isinstance(e, DataSourceError | InteropError) else 1
-    bar.close()
-    if not main:
-        return 0
-    if args.json:
-        print(json.dumps(summary, indent=1))
-    else:
-        _print_summary(summary)
-    return 0 if summary.get("stopped_by") is None else 143
+    f = cfg.finetune
+    description = describe_run(cfg, source) + (
+        f"\nfine-tune   init {f.init or 'none (from scratch)'}; layer decay {f.layer_decay:g}, drop path "
+        f"{cfg.model.drop_path:g}, mixup {f.mixup:g} / cutmix {f.cutmix:g}, smoothing {f.label_smoothing:g}, "
+        f"RandAugment n{f.randaug_ops} m{f.randaug_magnitude:g}{', EMA' if f.ema else ''}")
+    return run_training(args, "finetune", cfg, description, run_finetune, _print_summary)
 
 
 def _print_summary(s: dict) -> None:
-    if s.get("stopped_by"):
-        print(f"stopped by {s['stopped_by']} at step {s['steps']}; checkpoint {s['checkpoint']}")
-        print(f"continue with: mvm finetune --resume --out {s['run_dir']}")
-        return
     print(f"\nrun folder      {s['run_dir']}")
     print(f"steps           {s['steps']}   final loss {s['final_loss']:.4f}")
     if "val_top1" in s:

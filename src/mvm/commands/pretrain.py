@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 HELP = "pretrain a masked video autoencoder (no arguments: tiny model on the built-in synthetic set)"
 DEFAULT_PRESET = "tiny-synthetic"
@@ -19,37 +17,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mvm.commands.common import ProgressBar, describe_run, is_main_rank, run_config
-    from mvm.train.checkpoint import CheckpointError
-    from mvm.train.guard import TooManyNonFinite, TooMuchBadData
+    from mvm.commands.common import describe_run, run_config, run_training
     from mvm.train.pretrain import run_pretrain
 
     cfg, source = run_config(args, "pretrain", DEFAULT_PRESET, FOOTAGE_PRESET)  # refuses bad configs first
-    main_rank = is_main_rank()
-    if main_rank:
-        print(describe_run(cfg, source), file=sys.stderr)
-    bar = ProgressBar(cfg.train.steps, "pretrain")
-    try:
-        summary = run_pretrain(cfg, resume=args.resume, progress=bar)
-    except (CheckpointError, TooMuchBadData, TooManyNonFinite) as e:
-        bar.close()
-        print(f"mvm pretrain: {e}", file=sys.stderr)
-        return 1
-    bar.close()
-    if not main_rank:
-        return 0
-    if args.json:
-        print(json.dumps(summary, indent=1))
-        return 0
-    _print_summary(summary)
-    return 0 if summary.get("stopped_by") is None else 143
+    return run_training(args, "pretrain", cfg, describe_run(cfg, source), run_pretrain, _print_summary)
 
 
 def _print_summary(s: dict) -> None:
-    if s.get("stopped_by"):
-        print(f"stopped by {s['stopped_by']} at step {s['steps']}; checkpoint {s['checkpoint']}")
-        print(f"continue with: mvm pretrain --resume --out {s['run_dir']}")
-        return
     print(f"\nrun folder      {s['run_dir']}")
     parts = (f" (reconstruction {s['recon_loss']:.4f} + codec motion {s['motion_loss']:.4f})"
              if "motion_loss" in s else "")

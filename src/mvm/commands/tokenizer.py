@@ -37,31 +37,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from mvm.commands.common import ProgressBar, is_main_rank, run_config
+    from mvm.commands.common import run_config, run_training
     from mvm.tokenizer.task import run_tokenizer
-    from mvm.train.checkpoint import CheckpointError
-    from mvm.train.guard import TooManyNonFinite, TooMuchBadData
 
     # A new run: --config (default tokenizer-tiny), flags, --set. --resume: the run's saved config,
     # then only what is passed again; bad keys and a resume with nothing to resume stop here.
     cfg, source = run_config(args, "tokenizer", DEFAULT_PRESET)
-    if is_main_rank():
-        print(_describe(cfg, source), file=sys.stderr)
-    bar = ProgressBar(cfg.train.steps, "tokenizer")
-    try:
-        summary = run_tokenizer(cfg, resume=args.resume, progress=bar)
-    except (CheckpointError, TooMuchBadData, TooManyNonFinite) as e:
-        bar.close()
-        print(f"mvm tokenizer train: {e}", file=sys.stderr)
-        return 1
-    bar.close()
-    if not is_main_rank():
-        return 0
-    if args.json:
-        print(json.dumps(summary, indent=1))
-    else:
-        _print_summary(summary)
-    return 0 if summary.get("stopped_by") is None else 143
+    return run_training(args, "tokenizer train", cfg, _describe(cfg, source), run_tokenizer, _print_summary)
 
 
 def _describe(cfg, source: str) -> str:
@@ -80,10 +62,6 @@ def _describe(cfg, source: str) -> str:
 
 
 def _print_summary(s: dict) -> None:
-    if s.get("stopped_by"):
-        print(f"stopped by {s['stopped_by']} at step {s['steps']}; checkpoint {s['checkpoint']}")
-        print(f"continue with: mvm tokenizer train --resume --out {s['run_dir']}")
-        return
     print(f"\nrun folder      {s['run_dir']}   (use it as train.tokenizer)")
     print(f"steps           {s['steps']}   final loss {s['final_loss']:.4f}")
     if "psnr_all" in s:
