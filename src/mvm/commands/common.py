@@ -121,8 +121,7 @@ class ProgressBar:
         post = {"loss": f"{row['loss']:.4f}", "lr": f"{row['lr']:.1e}", "clips_s": f"{row['clips_per_s']:.1f}"}
         if "data_wait" in row:
             post["wait"] = f"{row['data_wait']:.0%}"  # share of the time spent waiting for data
-        self.bar.set_postfix(post)
-        self.bar.refresh()
+        self.bar.set_postfix(post)  # redraws the bar once
 
     def close(self) -> None:
         if self.bar is not None:
