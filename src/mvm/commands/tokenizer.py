@@ -12,19 +12,11 @@ DEFAULT_PRESET = "tokenizer-tiny"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from mvm.cli import add_config_arguments
+    from mvm.commands.common import add_run_arguments
 
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     t = sub.add_parser("train", help="train a tokenizer (no --data: the synthetic set with object masks)")
-    add_config_arguments(t)
-    t.add_argument("--data", help="training list file or folder of videos (none: the built-in synthetic set)")
-    t.add_argument("--val", help="validation list or folder (PSNR all / top-k / random-k)")
-    t.add_argument("--out", help="run folder (default: runs/tokenizer-<time>); what train.tokenizer takes")
-    t.add_argument("--steps", type=int, help="optimiser steps")
-    t.add_argument("--resume", action="store_true",
-                   help="continue the run in --out as it was configured (its config.toml), from its newest "
-                        "good checkpoint; flags and --set given again override the saved values")
-    t.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    add_run_arguments(t, "PSNR with all / top-k / random-k tokens (the run folder is what train.tokenizer takes)")
     s = sub.add_parser("score", help="draw a trained tokenizer's token scores over a video's frames")
     s.add_argument("video", metavar="VIDEO", help="video file")
     s.add_argument("--tokenizer", required=True, metavar="DIR", help="a `mvm tokenizer train` run folder")
