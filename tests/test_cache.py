@@ -63,8 +63,6 @@ def test_videos_over_the_budget_decode_only_their_span_and_items_do_not_depend_o
     assert len(spans) == 8 and all(kw["max_frames"] <= 9 for kw in spans)  # 4 frames, stride 2, +2 for motion
 
 
-@pytest.mark.xfail(reason="motion_for_clip (mvm.motion) fails on a window whose second frame is an I-frame: "
-                   "np.concatenate of no arrays in codec._paint; reported to the motion owner", strict=False)
 def test_codec_motion_on_a_window_across_a_keyframe(video):
     from mvm.motion.field import motion_for_clip
 
