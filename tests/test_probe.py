@@ -80,3 +80,36 @@ def test_probe_features_are_served_from_the_cache_the_second_time(tmp_path):
     assert not cached_features(ckpt, str(tmp_path / "list.txt"), data, torch.device("cpu"), cache).from_cache
     files = write_features(second, tmp_path / "f.npy")
     assert np.load(files[0]).shape == (3, 192) and files[1].read_text().splitlines()[1].endswith("v 0.mp4,0")
+
+
+def test_probe_command_refuses_unlabelled_data_before_extracting(tmp_path, capsys):
+    import numpy as np
+
+    from mvm.cli import main
+    from mvm.data.video_io import encode_video
+    from mvm.interop.load import save_mvm
+    from mvm.models.variants import build_encoder
+
+    flat = tmp_path / "flat"  # a folder of videos without class sub-folders: no labels
+    flat.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        encode_video(flat / f"v{i}.mp4", rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8))
+    ckpt = save_mvm(build_encoder("tiny", patch=8), tmp_path / "enc.safetensors")
+    rc = main(["probe", str(ckpt), "--train", str(flat), "--val", str(flat), "--frames", "4", "--size", "32",
+               "--cache", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "have no label" in err and "Traceback" not in err
+    assert not (tmp_path / "cache").exists()  # refused before any feature was computed
+
+
+def test_confusion_picture_keeps_the_classes_that_occur(tmp_path):
+    from mvm.viz.confusion import plot_confusions
+
+    m = [[0] * 400 for _ in range(400)]
+    m[3][3], m[7][3], m[7][7] = 5, 2, 4  # two of 400 classes occur
+    out = plot_confusions({"a": m}, [str(i) for i in range(400)], tmp_path / "c.png")
+    import matplotlib.image as mpimg
+
+    h, w = mpimg.imread(out).shape[:2]
+    assert out.stat().st_size > 1000 and max(h, w) < 1000  # sized for 2 classes, not 400
