@@ -86,3 +86,38 @@ def test_gradients_reach_the_scorer_through_the_topk(tok):
     zq, _, _ = tok.quantizer(h)
     tok.decode(zq).pow(2).mean().backward()
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in tok.scorer.parameters())
+
+
+def _reach(tok, frames: int) -> torch.Tensor:
+    """|d output frame T-1 / d latent slice 0| of the decoder, GroupNorm removed (its statistics
+    couple every place; what is asked here is whether the layers carry content that far)."""
+    for mod in list(tok.modules()):
+        for name, child in list(mod.named_children()):
+            if isinstance(child, torch.nn.GroupNorm):
+                setattr(mod, name, torch.nn.Identity())
+    zq = torch.randn(1, 16, frames // 2, 2, 2, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    out = tok.decode(zq)
+    (g,) = torch.autograd.grad(out[:, :, -1].sum(), zq)
+    return g[:, :, 0].abs().sum()
+
+
+def test_decoder_attention_carries_kept_content_across_a_long_clip():
+    from mvm.tokenizer.model import LatentAttention, sincos_3d
+
+    torch.manual_seed(0)
+    blk = LatentAttention(16)
+    x = torch.randn(2, 16, 3, 2, 5)
+    assert torch.equal(blk(x), x)  # output projections start at zero: a new block is the identity
+    pos = sincos_3d(3, 2, 5, 16)
+    assert pos.shape == (30, 16) and torch.unique(pos, dim=0).shape[0] == 30  # every place its own
+    # 48 frames = 24 latent slices: beyond the convolutions' reach (about +-10 slices), within attention's
+    assert _reach(build_tokenizer("tiny", tubelet=2, patch=8), 48) == 0
+    tok = build_tokenizer("tiny", tubelet=2, patch=8, attention_blocks=1)
+    for blk in tok.dec_attn:  # trained weights are not zero; give the block some
+        torch.nn.init.normal_(blk.proj.weight, std=0.1)
+    assert _reach(tok, 48) > 0
+    video = torch.randn(1, 3, 6, 16, 16)
+    out = tok(video, k=2)
+    assert out.recon_topk.shape == out.recon_all.shape == video.shape
+    with pytest.raises(ValueError, match="attention_blocks"):
+        build_tokenizer("tiny", attention_blocks=-1)

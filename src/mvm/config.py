@@ -211,6 +211,9 @@ class TokenizerConfig:
     """Width of the top-k's sigmoid surrogate, in standard deviations of a clip's scores."""
     all_weight: float = 1.0
     """Weight of the reconstruction from every token next to the one from the top-k alone."""
+    attention_blocks: int = 0
+    """Self-attention blocks over the whole latent grid in the decoder, so kept content can be
+    carried to any time slice of a long clip (0: 3x3x3 convolutions only, about +-10 slices)."""
     eval_clips: int = 64
     """Validation clips for PSNR (all / top-k / random-k) and the object hit rate."""
 

@@ -101,7 +101,9 @@ def evaluate_tokenizer(model: VideoTokenizer, clips: list[EvalClip], cfg: Config
     """PSNR (dB, mean over clips) from all tokens, the top-k and k random tokens; with object masks,
     the share of object pixels inside the top-k tokens vs inside random-k tokens and in the clip.
 
-    Returns keys ``psnr_all``, ``psnr_topk``, ``psnr_random``, and with masks ``object_share``,
+    Returns keys ``psnr_all``, ``psnr_topk``, ``psnr_random``, ``topk_places`` / ``random_places``
+    (share of the frame's h x w token places that the top-k / random-k keep at least once, at any
+    time: how much of the frame the budget covers), and with masks ``object_share``,
     ``topk_object_share``, ``random_object_share``, ``topk_on_object`` (share of top-k tokens
     touching the object) and ``tokens_on_object`` (share of all tokens touching it).
     """
@@ -124,6 +126,9 @@ def evaluate_tokenizer(model: VideoTokenizer, clips: list[EvalClip], cfg: Config
         for name in ("all", "topk", "random"):
             add(f"psnr_{name}", psnr(to_pixels(out[name], cfg), target).cpu())
         rand_keep = topk_mask(torch.rand(out["scores"].shape, generator=gen), k)
+        places = (video.shape[-2] // model.patch) * (video.shape[-1] // model.patch)
+        for name, keep in (("topk", out["keep"].cpu()), ("random", rand_keep)):
+            add(f"{name}_places", keep.view(len(part), -1, places).amax(1).mean(1))
         for j, c in enumerate(part):
             if c.mask is None:
                 continue

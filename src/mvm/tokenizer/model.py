@@ -9,6 +9,13 @@
 ``keep`` is all ones (reconstruct from every token) or the straight-through top-k of the scores
 (``topk.py``): tokens outside it are zeroed and the decoder is told which (the extra channel), so
 it must reconstruct the clip from the kept tokens alone and the scorer learns which ones carry it.
+
+``attention_blocks`` > 0 adds self-attention blocks over the whole latent grid right after the
+decoder's input convolutions, so content kept at any time slice (or place) can reach every other:
+the 3x3x3 convolutions alone reach about +-10 latent time slices, fewer in effect, which is less
+than a long clip has (16 slices at 32 frames, 64 at 128). Without it the decoder cannot carry a
+kept background token across the clip, and the cheapest use of the budget (each static place once,
+the rest on what moves) is out of its reach.
 """
 
 from __future__ import annotations
@@ -73,6 +80,54 @@ def _stages(tubelet: int, patch: int) -> list[int]:
     return [2 if i < n_t else 1 for i in range(n_sp)]
 
 
+def sincos_3d(t: int, h: int, w: int, dim: int, device: torch.device | None = None) -> torch.Tensor:
+    """Fixed factorised sine-cosine positions for any ``(t, h, w)`` grid: ``[t*h*w, dim]`` in (t, h, w)
+    order; half the channels encode time, a quarter each height and width (``dim`` divisible by 8)."""
+    if dim % 8:
+        raise ValueError(f"positions need a width divisible by 8, got {dim}")
+
+    def table(n: int, d: int) -> torch.Tensor:  # [n, d]
+        freq = 1.0 / 10000 ** (torch.arange(d // 2, device=device, dtype=torch.float32) / (d // 2))
+        ang = torch.arange(n, device=device, dtype=torch.float32)[:, None] * freq[None]
+        return torch.cat([ang.sin(), ang.cos()], dim=1)
+
+    dt, ds = dim // 2, dim // 4
+    pt = table(t, dt)[:, None, None].expand(t, h, w, dt)
+    ph = table(h, ds)[None, :, None].expand(t, h, w, ds)
+    pw = table(w, ds)[None, None, :].expand(t, h, w, ds)
+    return torch.cat([pt, ph, pw], dim=-1).reshape(t * h * w, dim)
+
+
+class LatentAttention(nn.Module):
+    """Pre-norm transformer block (self-attention + MLP) over every position of a latent grid:
+    ``[B, C, t, h, w] -> [B, C, t, h, w]``, with fixed 3D sine-cosine positions added to the queries
+    and keys' input, so it works for any frame count. The output projections start at zero, so a
+    new block starts as the identity."""
+
+    def __init__(self, dim: int, heads: int = 4) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"latent width {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        for lin in (self.proj, self.mlp[2]):
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        tok = x.flatten(2).transpose(1, 2)  # [B, N, C]
+        y = self.norm1(tok) + sincos_3d(t, h, w, c, x.device).to(tok.dtype)
+        q, k, v = self.qkv(y).view(b, -1, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        att = F.scaled_dot_product_attention(q, k, v)  # [B, heads, N, C/heads]
+        tok = tok + self.proj(att.transpose(1, 2).reshape(b, -1, c))
+        tok = tok + self.mlp(self.norm2(tok))
+        return tok.transpose(1, 2).reshape(b, c, t, h, w)
+
+
 class VideoTokenizer(nn.Module):
     """MAGVIT-style tokenizer whose latent grid is the MAE token grid.
 
@@ -81,10 +136,12 @@ class VideoTokenizer(nn.Module):
         tubelet, patch: the MAE's token geometry (powers of two).
         quantizer: ``"fsq"`` or ``"lfq"``; levels: its levels (see :class:`Quantizer`).
         temperature: sigmoid width of the straight-through top-k.
+        attention_blocks: self-attention blocks over the whole latent grid in the decoder (0: convs only).
     """
 
     def __init__(self, size: TokenizerSize, tubelet: int = 2, patch: int = 8, quantizer: str = "fsq",
-                 levels: list[int] | tuple[int, ...] = (8, 5, 5, 5), temperature: float = 0.5) -> None:
+                 levels: list[int] | tuple[int, ...] = (8, 5, 5, 5), temperature: float = 0.5,
+                 attention_blocks: int = 0) -> None:
         super().__init__()
         self.tubelet, self.patch, self.temperature = tubelet, patch, temperature
         strides = _stages(tubelet, patch)
@@ -104,6 +161,7 @@ class VideoTokenizer(nn.Module):
                                     nn.Conv3d(size.scorer, 1, 1))
         self.dec_in = nn.Conv3d(size.embed_dim + 1, chans[-1], 3, padding=1)  # +1: the keep channel
         self.dec_mid = ResBlock3d(chans[-1], chans[-1])
+        self.dec_attn = nn.ModuleList(LatentAttention(chans[-1]) for _ in range(attention_blocks))
         self.up_strides = list(reversed(strides))
         ups = []
         for j, _ in enumerate(self.up_strides):
@@ -136,6 +194,8 @@ class VideoTokenizer(nn.Module):
         keep = zq.new_ones(b, t * h * w) if keep is None else keep
         k = keep.to(zq.dtype).view(b, 1, t, h, w)
         x = self.dec_mid(self.dec_in(torch.cat([zq * k, k], dim=1)))
+        for blk in self.dec_attn:
+            x = blk(x)
         for st, (conv, *blocks) in zip(self.up_strides, self.ups, strict=True):
             x = conv(F.interpolate(x, scale_factor=(st, 2, 2), mode="nearest"))
             for blk in blocks:
@@ -180,8 +240,11 @@ class TokenizerOutput:
 
 
 def build_tokenizer(name: str = "tiny", tubelet: int = 2, patch: int = 8, quantizer: str = "fsq",
-                    levels: list[int] | tuple[int, ...] = (8, 5, 5, 5), temperature: float = 0.5) -> VideoTokenizer:
+                    levels: list[int] | tuple[int, ...] = (8, 5, 5, 5), temperature: float = 0.5,
+                    attention_blocks: int = 0) -> VideoTokenizer:
     """A :class:`VideoTokenizer` of a named size (``tiny`` or ``base``)."""
     if name not in TOKENIZER_SIZES:
         raise KeyError(f"unknown tokenizer size '{name}'; known: {', '.join(TOKENIZER_SIZES)}")
-    return VideoTokenizer(TOKENIZER_SIZES[name], tubelet, patch, quantizer, levels, temperature)
+    if attention_blocks < 0:
+        raise ValueError(f"tokenizer.attention_blocks must be >= 0, got {attention_blocks}")
+    return VideoTokenizer(TOKENIZER_SIZES[name], tubelet, patch, quantizer, levels, temperature, attention_blocks)

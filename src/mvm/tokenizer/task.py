@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 def build_from_config(cfg: Config) -> VideoTokenizer:
     """The tokenizer a config describes (``[tokenizer]`` plus ``model.tubelet``/``model.patch``)."""
     t = cfg.tokenizer
-    return build_tokenizer(t.size, cfg.model.tubelet, cfg.model.patch, t.quantizer, t.levels, t.temperature)
+    return build_tokenizer(t.size, cfg.model.tubelet, cfg.model.patch, t.quantizer, t.levels, t.temperature,
+                           t.attention_blocks)
 
 
 def prepare_synthetic_with_masks(cfg: Config) -> None:
@@ -61,7 +62,8 @@ class TokenizerTask(Task):
 
     kind = "tokenizer"
     best_metric = None
-    must_match = Task.must_match + ("tokenizer.size", "tokenizer.quantizer", "tokenizer.levels")
+    must_match = Task.must_match + ("tokenizer.size", "tokenizer.quantizer", "tokenizer.levels",
+                                    "tokenizer.attention_blocks")
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
