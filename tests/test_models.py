@@ -17,7 +17,12 @@ from mvm.grid import TokenGrid
 from mvm.masking.base import mask_to_indices
 from mvm.models import VARIANTS, VideoClassifier, build_classifier, build_encoder, build_mae, get_variant
 from mvm.models.layers import Attention, Block
-from mvm.models.pos_embed import get_sinusoid_encoding_table, interpolate_pos_embed, sinusoid_table
+from mvm.models.pos_embed import (
+    get_sinusoid_encoding_table,
+    interpolate_pos_embed,
+    sinusoid_rows,
+    sinusoid_table,
+)
 from mvm.targets import masked_mse, norm_pix_target
 
 # Published encoder sizes in millions (VideoMAE table; VideoMAE V2 for giant, ViT-g/14).
@@ -215,6 +220,17 @@ def test_visible_only_embedding_equals_conv_then_gather() -> None:
     torch.testing.assert_close(enc.embed(video, idx),
                                torch.gather(enc.embed(video), 1, idx[..., None].expand(-1, -1, 192)),
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dim", [64, 192, 384, 768])
+def test_sinusoid_rows_are_the_table_rows_bit_for_bit(dim: int) -> None:
+    """Positions of the visible / decoded tokens without the [N, dim] table change no number."""
+    n = 12544  # a 128-frame clip at 224 px
+    idx = torch.randint(0, n, (2, 300), generator=torch.Generator().manual_seed(dim))
+    idx[0, 0], idx[1, -1] = 0, n - 1
+    table = get_sinusoid_encoding_table(n, dim)[0]
+    assert torch.equal(sinusoid_rows(idx, dim, torch.float32), table[idx])
+    assert torch.equal(sinusoid_rows(idx, dim, torch.bfloat16), table.to(torch.bfloat16)[idx])
 
 
 def test_sinusoid_table_is_cached_per_device_and_dtype() -> None:

@@ -10,7 +10,7 @@ from torch.utils.checkpoint import checkpoint
 from mvm.grid import TokenGrid
 from mvm.models.layers import Block, init_weights
 from mvm.models.patch import gather_tubelets
-from mvm.models.pos_embed import interpolate_pos_embed, sinusoid_table
+from mvm.models.pos_embed import interpolate_pos_embed, sinusoid_rows, sinusoid_table
 
 
 def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, checkpointing: bool) -> torch.Tensor:
@@ -118,6 +118,8 @@ class VideoEncoder(nn.Module):
             return x + self.positions(grid, x)
         patches = gather_tubelets(video, self.tubelet, self.patch, visible_idx)  # [B, Nv, C*u*p*p]
         x = F.linear(patches, proj.weight.flatten(1), proj.bias)  # [B, Nv, dim]
+        if self.pos_embed is None:  # the fixed sinusoid: only the visible rows, no [N, dim] table
+            return x + sinusoid_rows(visible_idx, self.dim, x.dtype)
         table = self.positions(grid, x)[0]  # [N, dim]
         return x + F.embedding(visible_idx, table)
 

@@ -17,12 +17,11 @@ names match the original VideoMAE pretraining checkpoints (``encoder.*``, ``enco
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mvm.models.encoder import VideoEncoder, run_blocks
 from mvm.models.layers import Block, init_weights
-from mvm.models.pos_embed import sinusoid_table
+from mvm.models.pos_embed import sinusoid_rows
 
 
 class MaeDecoder(nn.Module):
@@ -115,11 +114,10 @@ class MaskedVideoAutoencoder(nn.Module):
         # 1. encode the visible tokens: [B, Nv, dim] -> [B, Nv, dec]
         latent = self.encoder(video, visible_idx)
         x = self.encoder_to_decoder(latent)
-        # 2. decoder positions (fixed sinusoid over the clip's N tokens, cached on the device),
-        #    looked up per row for the visible and the decoded tokens only
-        table = sinusoid_table(self.encoder.grid_for(video).num_tokens, x.shape[-1], x.device, x.dtype)  # [N, dec]
-        pos_vis = F.embedding(visible_idx, table)  # [B, Nv, dec]
-        pos_dec = F.embedding(decode_idx, table)  # [B, Nd, dec]
+        # 2. decoder positions (the fixed sinusoid), computed for the visible and the decoded
+        #    tokens only: no [N, dec] table for a long clip's N tokens
+        pos_vis = sinusoid_rows(visible_idx, x.shape[-1], x.dtype)  # [B, Nv, dec]
+        pos_dec = sinusoid_rows(decode_idx, x.shape[-1], x.dtype)  # [B, Nd, dec]
         # 3. visible tokens first, then one mask token per token to decode: [B, Nv + Nd, dec]
         x = torch.cat([x + pos_vis, self.mask_token.to(x.dtype) + pos_dec], dim=1)
         # 4. decode; keep the predictions of the mask tokens: [B, Nd, out_dim]

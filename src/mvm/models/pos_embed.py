@@ -19,18 +19,48 @@ _PLACED: dict[tuple[int, int, torch.device, torch.dtype], torch.Tensor] = {}
 _PLACED_MAX = 64
 
 
+def _sinusoid(pos: torch.Tensor, d_hid: int) -> torch.Tensor:
+    """Rows ``pos`` (``[K]`` float64 positions) of the table: ``[K, d_hid]`` float32.
+
+    Every element is computed on its own (angle, then sin or cos, in float64, then the cast), so
+    a row does not depend on which other rows are computed with it.
+    """
+    j = torch.arange(d_hid, dtype=torch.float64, device=pos.device)
+    freq = torch.pow(torch.tensor(10000.0, dtype=torch.float64, device=pos.device),
+                     2 * torch.div(j, 2, rounding_mode="floor") / d_hid)
+    angle = pos[:, None] / freq
+    table = torch.empty_like(angle)
+    table[:, 0::2] = torch.sin(angle[:, 0::2])
+    table[:, 1::2] = torch.cos(angle[:, 1::2])
+    return table.float()
+
+
 def get_sinusoid_encoding_table(n_position: int, d_hid: int) -> torch.Tensor:
     """The fixed table ``[1, n_position, d_hid]`` float32 (VideoMAE / transformers semantics)."""
     key = (n_position, d_hid)
     if key not in _CACHE:
-        pos = torch.arange(n_position, dtype=torch.float64)[:, None]
-        j = torch.arange(d_hid, dtype=torch.float64)
-        angle = pos / torch.pow(torch.tensor(10000.0, dtype=torch.float64), 2 * torch.div(j, 2, rounding_mode="floor") / d_hid)
-        table = torch.empty_like(angle)
-        table[:, 0::2] = torch.sin(angle[:, 0::2])
-        table[:, 1::2] = torch.cos(angle[:, 1::2])
-        _CACHE[key] = table.float().unsqueeze(0)
+        _CACHE[key] = _sinusoid(torch.arange(n_position, dtype=torch.float64), d_hid).unsqueeze(0)
     return _CACHE[key]
+
+
+def sinusoid_rows(idx: torch.Tensor, d_hid: int, dtype: torch.dtype) -> torch.Tensor:
+    """Rows ``idx`` of the fixed table, ``F.embedding(idx, sinusoid_table(N, d_hid, ...))`` without the table.
+
+    Computes only the ``idx.numel()`` rows asked for, on ``idx``'s device: a masked autoencoder
+    needs the positions of its visible and decoded tokens, and at 128 frames the whole table
+    (12,544 tokens) would be 19 MB (ViT-S, float32) held for the 10-25% of rows it reads, plus
+    three float64 temporaries of the same size while it is built.
+
+    Args:
+        idx: ``[...]`` long token indices.
+        d_hid: table width.
+        dtype: result dtype (the float32 values cast, as :func:`sinusoid_table` does).
+
+    Returns:
+        ``[..., d_hid]`` in ``dtype``.
+    """
+    rows = _sinusoid(idx.reshape(-1).to(torch.float64), d_hid)
+    return rows.to(dtype).reshape(*idx.shape, d_hid)
 
 
 def sinusoid_table(n_position: int, d_hid: int, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
