@@ -33,7 +33,7 @@ import math
 import numpy as np
 
 from mvm.data.video_io import DecodedVideo
-from mvm.motion.field import MotionField, fill_invalid_frames, grid_shape
+from mvm.motion.field import MotionField, fill_invalid_frames, grid_shape, scratch
 
 NEAR_DISTANCES = (1, 2, 3)  # always-tried reference distances (frames)
 ANCHORS = 3  # and this many nearest I/P frames in the vector's direction
@@ -114,9 +114,16 @@ def _columns(per_frame: list, frames: np.ndarray) -> dict[str, np.ndarray]:
     ``row`` (position in ``frames``), direction ``dir`` (-1 past, +1 future), block centre
     ``x, y`` and size ``bw, bh``, offset ``ox, oy = src - dst`` (float32)."""
     parts = [(r, mv) for r, mv in enumerate(per_frame) if mv is not None and len(mv)]
-    mv = np.concatenate([m for _, m in parts])
+    arrays = [m for _, m in parts]
+    dtype = arrays[0].dtype
+    if all(m.dtype == dtype and m.flags.c_contiguous for m in arrays):
+        # Concatenated as bytes: concatenating structured arrays promotes their fields pair by
+        # pair, which costs more than the copy.
+        mv = np.concatenate([m.view(np.uint8).reshape(-1) for m in arrays]).view(dtype)
+    else:
+        mv = np.concatenate(arrays)
     scale = np.maximum(mv["motion_scale"], 1).astype(np.float32)
-    row = np.repeat(np.array([r for r, _ in parts], np.int64), [len(m) for _, m in parts])
+    row = np.repeat(np.array([r for r, _ in parts], np.int64), [len(m) for m in arrays])
     return {
         "f": frames[row], "row": row,
         "dir": np.where(mv["source"] > 0, 1, -1).astype(np.int64),
@@ -184,14 +191,15 @@ def _reference_distance(frames: np.ndarray, types: list[str], v: dict[str, np.nd
     checkable = ((np.minimum(x0, x0 + ox) >= 0) & (np.maximum(x1, x1 + ox) <= w)
                  & (np.minimum(y0, y0 + oy) >= 0) & (np.maximum(y1, y1 + oy) <= h)
                  & (ox * ox + oy * oy >= MIN_CHECKED ** 2))
-    sel = np.flatnonzero(checkable)
-    cand = np.where(fut[sel, None], future[v["f"][sel]], past[v["f"][sel]])  # [M, C]
-    alt = (cand[:, 1:] > 0).any(1)  # another candidate to compare with
-    sel, cand = sel[alt], cand[alt]
+    # ... and that have another candidate to compare with (a property of the frame and direction)
+    other = np.where(fut, (future[:, 1:] > 0).any(1)[v["f"]], (past[:, 1:] > 0).any(1)[v["f"]])
+    sel = np.flatnonzero(checkable & other)
     if sel.size > PROBE:
-        pick = np.linspace(0, sel.size - 1, PROBE).astype(np.int64)
-        if (_best_distance(frames, v, cand[pick], sel[pick]) != dist[sel[pick]]).mean() <= PROBE_FARTHER:
+        pick = sel[np.linspace(0, sel.size - 1, PROBE).astype(np.int64)]
+        cand = np.where(fut[pick, None], future[v["f"][pick]], past[v["f"][pick]])  # [PROBE, C]
+        if (_best_distance(frames, v, cand, pick) != dist[pick]).mean() <= PROBE_FARTHER:
             return dist  # (almost) no sign of farther references: the structural guess holds
+    cand = np.where(fut[sel, None], future[v["f"][sel]], past[v["f"][sel]])  # [M, C]
     dist[sel] = _best_distance(frames, v, cand, sel)
     return dist
 
@@ -236,10 +244,10 @@ def _paint(v: dict[str, np.ndarray], disp: np.ndarray, nf: int, h: int, w: int,
            block: int) -> tuple[np.ndarray, np.ndarray]:
     """Area-weighted mean of the block vectors over each grid cell.
 
-    Every vector is spread over the cells of a painting grid that its block covers, summed with
-    one ``bincount`` per channel, then pooled (or repeated) into ``block`` cells. The painting
-    grid is 8 px when every block edge lies on it (FFmpeg exports H.264 partitions of 8 and 16
-    px), else 4 px (H.264's smallest partition), else the largest divisor of ``block`` dividing 4.
+    Every vector is spread over the cells of a painting grid that its block covers, then pooled
+    (or repeated) into ``block`` cells. The painting grid is 8 px when every block edge lies on
+    it (FFmpeg exports H.264 partitions of 8 and 16 px), else 4 px (H.264's smallest partition),
+    else the largest divisor of ``block`` dividing 4.
 
     Returns:
         flow ``[nf, Hm, Wm, 2]`` and covered ``[nf, Hm, Wm]`` (cells any vector reached).
@@ -259,31 +267,36 @@ def _paint(v: dict[str, np.ndarray], disp: np.ndarray, nf: int, h: int, w: int,
     x1 = np.clip(-(-(left + bw) // fine), 0, wf)
     y0 = np.clip(top // fine, 0, hf)
     y1 = np.clip(-(-(top + bh) // fine), 0, hf)
-    # Vectors sharing the shape of their fine-cell footprint and its phase within the output
-    # cells cover the same output cells with the same multiplicities: one small table per group
-    # (a 16x16 block on a 16-px grid is a single entry of weight 4) instead of one entry per
-    # fine cell and vector.
+    hc, wc = hf // k, wf // k
+    size = nf * hc * wc
+    # Sums of area x vector and the covered area per cell. Vectors sharing the shape of their
+    # fine-cell footprint and its phase within the output cells cover the same output cells
+    # with the same multiplicities (a 16x16 block on a 16-px grid is one cell of weight 4), so
+    # each such group is scattered once per cell of its footprint (few groups, few cells each).
+    flow = np.zeros((size, 2), np.float32)
+    area = scratch("paint_area", size, np.float32)
+    area.fill(0)
     nx, ny, px, py = x1 - x0, y1 - y0, x0 % k, y0 % k
-    key = ((nx * (hf + 1) + ny) * k + px) * k + py
-    base = (v["row"] * (hf // k) + y0 // k) * (wf // k) + x0 // k
-    cells, weights, owners = [], [], []
-    for g in np.unique(key):
+    key = ((nx * (int(ny.max()) + 1) + ny) * k + px) * k + py  # small: shapes x phases
+    base = (v["row"] * hc + y0 // k) * wc + x0 // k
+    for g in np.flatnonzero(np.bincount(key)):
         members = np.flatnonzero(key == g)
         m = members[0]
         fy, fx = np.mgrid[py[m]:py[m] + ny[m], px[m]:px[m] + nx[m]]
-        out, cnt = np.unique((fy // k) * (wf // k) + fx // k, return_counts=True)
-        cells.append((base[members, None] + out).ravel())
-        weights.append(np.broadcast_to(cnt, (members.size, cnt.size)).ravel())
-        owners.append(np.repeat(members, cnt.size))
-    cell, wt, owner = np.concatenate(cells), np.concatenate(weights).astype(np.float64), np.concatenate(owners)
-    hc, wc = hf // k, wf // k
-    sums = np.zeros((3, nf * hc * wc))  # dx, dy, covered area (np.add.at: 5x faster than bincount here)
-    np.add.at(sums[0], cell, wt * disp[owner, 0])
-    np.add.at(sums[1], cell, wt * disp[owner, 1])
-    np.add.at(sums[2], cell, wt)
-    count = sums[2].reshape(nf, hc, wc)
-    covered = count > 0
-    flow = (sums[:2].reshape(2, nf, hc, wc) / np.maximum(count, 1)).astype(np.float32).transpose(1, 2, 3, 0)
+        out, cnt = np.unique((fy // k) * wc + fx // k, return_counts=True)
+        at, d = base[members], disp[members]
+        for o, c in zip(out.tolist(), cnt.tolist()):
+            cell = at + o
+            np.add.at(flow[:, 0], cell, d[:, 0] * np.float32(c) if c != 1 else d[:, 0])
+            np.add.at(flow[:, 1], cell, d[:, 1] * np.float32(c) if c != 1 else d[:, 1])
+            # (an array of weights: np.add.at with a scalar takes a ~10x slower path)
+            np.add.at(area, cell, np.full(members.size, c, np.float32))
+    # Most cells hold one vector over their whole area (P blocks on the 8-px grid): only cells
+    # with several (both directions of a B block, pooled partitions) need the division.
+    shared = np.flatnonzero(area > 1)
+    flow[shared] /= area[shared, None]
+    flow = flow.reshape(nf, hc, wc, 2)
+    covered = (area > 0).reshape(nf, hc, wc)
     if r > 1:
         flow = flow.repeat(r, 1).repeat(r, 2)[:, :hm, :wm]
         covered = covered.repeat(r, 1).repeat(r, 2)[:, :hm, :wm]
@@ -295,23 +308,32 @@ def _fill_holes(flow: np.ndarray, covered: np.ndarray, valid: np.ndarray, radius
     ``radius`` cells (a normalised box filter, in place); cells with none stay zero.
 
     The box sums come from a summed-area table read only at the holes (usually a small share
-    of the cells), not from filtering every cell."""
+    of the cells), not from filtering every cell. The table is laid out ``[Hm+1, Wm+1, 3, n]``
+    (sum dx, sum dy, count; frames innermost) and summed row by row, then column by column, so
+    every step adds long contiguous runs (``np.cumsum`` along the outer axes of an
+    ``[n, Hm+1, Wm+1, 3]`` table was 5x slower)."""
     frames = np.flatnonzero(valid & ~covered.reshape(len(covered), -1).all(1))
     if frames.size == 0:
         return
     have = covered[frames]
     n, hm, wm = have.shape
-    table = np.zeros((n, hm + 1, wm + 1, 3), np.float64)  # table[:, y, x] = sum over [:y, :x]
-    table[:, 1:, 1:, :2] = flow[frames] * have[..., None]
-    table[:, 1:, 1:, 2] = have
-    np.cumsum(table, 1, out=table)
-    np.cumsum(table, 2, out=table)
+    table = scratch("fill_table", (hm + 1) * (wm + 1) * 3 * n, np.float64).reshape(hm + 1, wm + 1, 3, n)
+    table[0], table[:, 0] = 0.0, 0.0  # table[y, x, :, f] = sums over cells [:y, :x] of frame f
+    sel = flow if frames.size == len(flow) else flow[frames]
+    np.multiply(sel.transpose(1, 2, 3, 0), have.transpose(1, 2, 0)[:, :, None], out=table[1:, 1:, :2])
+    table[1:, 1:, 2] = have.transpose(1, 2, 0)
+    for y in range(1, hm + 1):
+        table[y] += table[y - 1]
+    for x in range(1, wm + 1):
+        table[:, x] += table[:, x - 1]
     f, y, x = np.nonzero(~have)
-    rows = (f * (hm + 1))[:, None] + np.stack([np.maximum(y - radius, 0), np.minimum(y + radius + 1, hm)], 1)
-    cols = np.stack([np.maximum(x - radius, 0), np.minimum(x + radius + 1, wm)], 1)
-    flat = table.reshape(-1, 3)
-    def corner(i: int, j: int) -> np.ndarray:
-        return flat[rows[:, i] * (wm + 1) + cols[:, j]]
-    box = corner(1, 1) - corner(0, 1) - corner(1, 0) + corner(0, 0)  # [holes, 3]: sum dx, sum dy, count
+    y0, y1 = np.maximum(y - radius, 0), np.minimum(y + radius + 1, hm)
+    x0, x1 = np.maximum(x - radius, 0), np.minimum(x + radius + 1, wm)
+    flat = table.reshape(-1, 3, n)
+
+    def corner(yy: np.ndarray, xx: np.ndarray) -> np.ndarray:  # [holes, 3]
+        return flat[yy * (wm + 1) + xx, :, f]
+
+    box = corner(y1, x1) - corner(y0, x1) - corner(y1, x0) + corner(y0, x0)  # sum dx, sum dy, count
     ok = np.flatnonzero(box[:, 2] > 0.5)
     flow[frames[f[ok]], y[ok], x[ok]] = box[ok, :2] / box[ok, 2:]

@@ -13,6 +13,7 @@ previous frame; its value is filled from its neighbours and marked invalid.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,7 @@ SOURCES = ("auto", "codec", "estimate", "none")
 BLOCK_PER_SHORT_SIDE = 28  # clip_block: at most short side / 28 source pixels per motion cell
 MAX_CLIP_BLOCK = 16
 NEAREST_CHUNK = 4  # frames computed at a time when looking for a measured frame outside a clip
+_scratch = threading.local()  # per-thread reused buffers (see scratch)
 _fallback_logged: set[str] = set()  # codecs for which the "estimating instead" note was logged
 #: Codecs whose decoders export motion vectors (FFmpeg's H.264 and mpegvideo family); for these a
 #: decode without vectors means I-frames only, or a decode without ``with_motion``, not the codec.
@@ -60,6 +62,21 @@ class MotionField:
     def magnitude(self) -> np.ndarray:
         """``[F, Hm, Wm]`` pixels per frame."""
         return np.linalg.norm(self.flow, axis=-1)
+
+
+def scratch(name: str, size: int, dtype: type) -> np.ndarray:
+    """A reused, per-thread 1-D buffer of ``size`` elements, contents undefined.
+
+    For the large temporaries of the motion path (a few MB per clip): a fresh array that size is
+    mapped anew by the allocator on every call and costs a page fault per 4 KiB when first
+    written, which took longer than the arithmetic on it (measured 1.6 ms against 0.18 ms for a
+    1.7 MB division). Callers use the buffer before their next call and never return it.
+    """
+    buf = getattr(_scratch, name, None)
+    if buf is None or buf.size < size or buf.dtype != dtype:
+        buf = np.empty(max(size, 0 if buf is None else buf.size), dtype)
+        setattr(_scratch, name, buf)
+    return buf[:size]
 
 
 def grid_shape(height: int, width: int, block: int) -> tuple[int, int]:
@@ -168,9 +185,12 @@ def _clip_span(indices: np.ndarray, num_frames: int) -> tuple[np.ndarray, int | 
 
 def _accumulate(span: np.ndarray, lo: int, idx: np.ndarray, first: int | None) -> np.ndarray:
     """Clip motion from ``span`` = per-frame motion of frames ``lo+1 .. hi`` (``[hi-lo, Hm, Wm, 2]``)."""
-    # cum[i - lo] = sum of the motion of frames lo+1 .. i
-    cum = np.zeros((span.shape[0] + 1, *span.shape[1:]), np.float64)
-    np.cumsum(span, axis=0, dtype=np.float64, out=cum[1:])
+    # cum[i - lo] = sum of the motion of frames lo+1 .. i. Summed frame by frame: the same
+    # additions as np.cumsum(axis=0), whose accumulate along an outer axis is ~10x slower here.
+    cum = scratch("accumulate", (span.shape[0] + 1) * span[0].size, np.float64).reshape(-1, *span.shape[1:])
+    cum[0] = 0.0
+    for i in range(span.shape[0]):
+        np.add(cum[i], span[i], out=cum[i + 1])
     out = np.empty((idx.size, *span.shape[1:]), np.float32)
     out[1:] = cum[idx[1:] - lo] - cum[idx[:-1] - lo]
     out[0] = cum[idx[0] - lo] - cum[first - lo] if first is not None else out[1]
