@@ -215,29 +215,45 @@ def _best_distance(frames: np.ndarray, v: dict[str, np.ndarray], cand: np.ndarra
     cost 4x more)."""
     nf, h, w = frames.shape[:3]
     flat = frames.reshape(-1)  # a view for the contiguous arrays decoding produces
-    c = cand
     lat = (np.arange(4, dtype=np.float32) + 0.5) / 4 - 0.5  # 4x4 lattice inside the block
     px = v["x"][sel, None] + lat * v["bw"][sel, None]  # [M, 4]
     py = v["y"][sel, None] + lat * v["bh"][sel, None]
 
+    # int32 offsets where they fit (a decoded window is tens of MB): half the index traffic
+    index = np.int32 if flat.size < 2**31 else np.int64
+
     def offsets(x: np.ndarray, y: np.ndarray) -> np.ndarray:  # [M, 4] each -> [M, 16] flat offsets
-        xi = np.clip(np.rint(x), 0, w - 1).astype(np.int64)
-        yi = np.clip(np.rint(y), 0, h - 1).astype(np.int64)
+        xi = np.clip(np.rint(x), 0, w - 1).astype(index)
+        yi = np.clip(np.rint(y), 0, h - 1).astype(index)
         return ((yi[:, :, None] * w + xi[:, None, :]) * 3 + 1).reshape(-1, 16)
 
-    f = v["f"][sel]
-    cur = flat.take(offsets(px, py) + (f * (h * w * 3))[:, None]).astype(np.int16)  # [M, 16]
+    f, sign, fsize = v["f"][sel].astype(index), v["dir"][sel].astype(index), h * w * 3
+    cur = flat.take(offsets(px, py) + (f * fsize)[:, None]).astype(np.int16)  # [M, 16]
     ref_off = offsets(px + v["ox"][sel, None], py + v["oy"][sel, None])
-    m, j = np.nonzero(c)  # only the candidates that exist
-    ref_f = np.clip(f[m] + v["dir"][sel][m] * c[m, j], 0, nf - 1)
-    ref = flat.take(ref_off[m] + (ref_f * (h * w * 3))[:, None])  # [K, 16]
+
+    def cost_of(rows: np.ndarray, dist: np.ndarray) -> np.ndarray:  # of vectors rows at distances dist
+        ref_f = np.clip(f[rows] + sign[rows] * dist.astype(index), 0, nf - 1)
+        ref = flat.take(ref_off[rows] + (ref_f * fsize)[:, None])  # [K, 16]
+        return (np.abs(ref.astype(np.int16) - cur[rows]).sum(1) / np.float32(16)).astype(np.float32)
+
+    guess = cand[:, 0].copy()
+    cost0 = cost_of(np.arange(sel.size), guess)
+    # Another candidate wins only by beating the guess by TIE_MARGIN: never when the guess costs
+    # at most that (most vectors of a well-predicted stream), so only the rest try the others.
+    rest = np.flatnonzero(cost0 > TIE_MARGIN)
+    if rest.size == 0:
+        return guess
+    c = cand[rest]
     cost = np.full(c.shape, np.inf, np.float32)
-    cost[m, j] = np.abs(ref.astype(np.int16) - cur[m]).sum(1) / np.float32(16)
+    cost[:, 0] = cost0[rest]
+    m, j = np.nonzero(c[:, 1:])  # only the candidates that exist
+    cost[m, j + 1] = cost_of(rest[m], c[m, j + 1])
     best = cost.argmin(1)
-    rows = np.arange(sel.size)
+    rows = np.arange(rest.size)
     b = cost[rows, best]
     better = (b + TIE_MARGIN < cost[:, 0]) & (b < CLEARLY_BETTER * cost[:, 0])
-    return np.where(better, c[rows, best], c[:, 0])
+    guess[rest] = np.where(better, c[rows, best], c[:, 0])
+    return guess
 
 
 def _paint(v: dict[str, np.ndarray], disp: np.ndarray, nf: int, h: int, w: int,
