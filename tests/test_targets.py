@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mvm.targets import masked_mse, motion_target, norm_pix_target, pixel_target
+from mvm.targets import masked_mse, motion_target, mse, norm_pix_target, pixel_target
 
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
@@ -68,6 +68,20 @@ def test_masked_mse_gradient_and_bad_shapes() -> None:
         masked_mse(torch.zeros(1, 3, 3), torch.ones(1, 4, 3), torch.tensor([[0, 3]]))
     with pytest.raises(ValueError, match="do not agree"):
         masked_mse(torch.zeros(1, 2, 4), torch.ones(1, 4, 3), torch.tensor([[0, 3]]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_mse_is_the_written_out_loss_bit_for_bit(dtype: torch.dtype) -> None:
+    """The fused loss changes no number of the loss or of the prediction's gradient."""
+    g = torch.Generator().manual_seed(3)
+    pred = torch.randn(2, 37, 96, generator=g).to(dtype).requires_grad_()
+    target = torch.randn(2, 37, 96, generator=g)
+    ref = torch.mean((pred.float() - target) ** 2)
+    (g_ref,) = torch.autograd.grad(ref, pred)
+    out = mse(pred, target)
+    (g_out,) = torch.autograd.grad(out, pred)
+    assert out.dtype == torch.float32 and torch.equal(out, ref)
+    assert g_out.dtype == dtype and torch.equal(g_out, g_ref)
 
 
 def test_motion_target_is_token_ordered_and_scaled() -> None:

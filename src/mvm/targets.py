@@ -8,6 +8,7 @@ and as VideoMAE and transformers' ``VideoMAEForPreTraining`` compute their label
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from mvm.models.patch import gather_tubelets, patchify
 
@@ -63,6 +64,25 @@ def norm_pix_target(video: torch.Tensor, tubelet: int, patch: int, mean: torch.T
     return ((x - mu) / (var.sqrt() + eps)).reshape(b, n, d)
 
 
+def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``torch.mean((pred.float() - target.float()) ** 2)``, the same numbers, less memory.
+
+    One fused op (``F.mse_loss``): the written-out form keeps the difference for the backward pass
+    and builds three more ``pred``-sized tensors there (``2 * diff``, the mean's expanded gradient,
+    their product); this one keeps nothing but its inputs and builds only the gradient. Decoding
+    every masked token of a 128-frame clip (11,264 x 1,536 values, 66 MB each in float32) that is
+    about 260 MB less at the peak. Value and gradient are bit for bit those of the written-out form.
+
+    Args:
+        pred: ``[..., D]`` predictions (any float dtype; compared in float32).
+        target: same shape.
+
+    Returns:
+        scalar float32 mean squared error.
+    """
+    return F.mse_loss(pred.float(), target.float())
+
+
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, decode_idx: torch.Tensor) -> torch.Tensor:
     """Mean squared error over the decoded tokens only.
 
@@ -78,7 +98,7 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, decode_idx: torch.Tenso
         raise ValueError(f"pred {tuple(pred.shape)}, target {tuple(target.shape)} and decode_idx "
                          f"{tuple(decode_idx.shape)} do not agree")
     labels = torch.gather(target, 1, decode_idx[..., None].expand(-1, -1, target.shape[-1]))  # [B, K, D]
-    return torch.mean((pred.float() - labels.float()) ** 2)
+    return mse(pred, labels)
 
 
 def motion_target(motion: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
