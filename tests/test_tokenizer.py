@@ -121,3 +121,21 @@ def test_decoder_attention_carries_kept_content_across_a_long_clip():
     assert out.recon_topk.shape == out.recon_all.shape == video.shape
     with pytest.raises(ValueError, match="attention_blocks"):
         build_tokenizer("tiny", attention_blocks=-1)
+
+
+def test_scorer_attention_sees_the_whole_clip():
+    """With scorer attention a token's score depends on clip content far beyond the convs' reach."""
+    torch.manual_seed(0)
+    tok = build_tokenizer("tiny", tubelet=2, patch=8, scorer_attention=1)
+    for blk in tok.scorer_attn:
+        torch.nn.init.normal_(blk.proj.weight, std=0.1)
+    h = torch.randn(1, 16, 24, 2, 2, requires_grad=True)  # encoder latents, 24 time slices
+    (g,) = torch.autograd.grad(tok.score(h)[0, -1], h)
+    assert g[:, :, 0].abs().sum() > 0  # the last slice's score reads the first slice
+    plain = build_tokenizer("tiny", tubelet=2, patch=8)
+    (g,) = torch.autograd.grad(plain.score(h)[0, -1], h)
+    assert g[:, :, 0].abs().sum() == 0  # convs only: two 3x3x3 layers reach +-2 slices
+    video = torch.randn(1, 3, 4, 16, 16)
+    out = tok(video, k=2)
+    out.recon_topk.pow(2).mean().backward()
+    assert all(p.grad is not None for p in tok.scorer_attn.parameters())

@@ -214,6 +214,9 @@ class TokenizerConfig:
     attention_blocks: int = 0
     """Self-attention blocks over the whole latent grid in the decoder, so kept content can be
     carried to any time slice of a long clip (0: 3x3x3 convolutions only, about +-10 slices)."""
+    scorer_attention: int = 0
+    """The same in the scorer, so it can weigh a token against the whole clip (e.g. keep a static
+    place once rather than at every time slice)."""
     eval_clips: int = 64
     """Validation clips for PSNR (all / top-k / random-k) and the object hit rate."""
 

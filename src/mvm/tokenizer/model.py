@@ -15,7 +15,9 @@ decoder's input convolutions, so content kept at any time slice (or place) can r
 the 3x3x3 convolutions alone reach about +-10 latent time slices, fewer in effect, which is less
 than a long clip has (16 slices at 32 frames, 64 at 128). Without it the decoder cannot carry a
 kept background token across the clip, and the cheapest use of the budget (each static place once,
-the rest on what moves) is out of its reach.
+the rest on what moves) is out of its reach. ``scorer_attention`` > 0 does the same for the
+scorer: a local scorer gives every time slice of a static place nearly the same score, so the top-k
+keeps such a place at many slices or at none; seeing the whole clip, it can keep it once.
 """
 
 from __future__ import annotations
@@ -137,11 +139,12 @@ class VideoTokenizer(nn.Module):
         quantizer: ``"fsq"`` or ``"lfq"``; levels: its levels (see :class:`Quantizer`).
         temperature: sigmoid width of the straight-through top-k.
         attention_blocks: self-attention blocks over the whole latent grid in the decoder (0: convs only).
+        scorer_attention: the same in the scorer, before its last (1x1x1) layer.
     """
 
     def __init__(self, size: TokenizerSize, tubelet: int = 2, patch: int = 8, quantizer: str = "fsq",
                  levels: list[int] | tuple[int, ...] = (8, 5, 5, 5), temperature: float = 0.5,
-                 attention_blocks: int = 0) -> None:
+                 attention_blocks: int = 0, scorer_attention: int = 0) -> None:
         super().__init__()
         self.tubelet, self.patch, self.temperature = tubelet, patch, temperature
         strides = _stages(tubelet, patch)
@@ -161,6 +164,7 @@ class VideoTokenizer(nn.Module):
                                     nn.Conv3d(size.scorer, 1, 1))
         self.dec_in = nn.Conv3d(size.embed_dim + 1, chans[-1], 3, padding=1)  # +1: the keep channel
         self.dec_mid = ResBlock3d(chans[-1], chans[-1])
+        self.scorer_attn = nn.ModuleList(LatentAttention(size.scorer) for _ in range(scorer_attention))
         self.dec_attn = nn.ModuleList(LatentAttention(chans[-1]) for _ in range(attention_blocks))
         self.up_strides = list(reversed(strides))
         ups = []
@@ -186,7 +190,10 @@ class VideoTokenizer(nn.Module):
 
     def score(self, h: torch.Tensor) -> torch.Tensor:
         """Encoder latents ``[B, D, t, h, w]`` -> one score per token ``[B, N]`` (higher = keep)."""
-        return self.scorer(h).flatten(1).float()
+        x = self.scorer[:-1](h)
+        for blk in self.scorer_attn:
+            x = blk(x)
+        return self.scorer[-1](x).flatten(1).float()
 
     def decode(self, zq: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Quantised latents ``[B, D, t, h, w]`` and ``keep`` ``[B, N]`` (None: all) -> clip ``[B, 3, T, H, W]``."""
@@ -241,10 +248,12 @@ class TokenizerOutput:
 
 def build_tokenizer(name: str = "tiny", tubelet: int = 2, patch: int = 8, quantizer: str = "fsq",
                     levels: list[int] | tuple[int, ...] = (8, 5, 5, 5), temperature: float = 0.5,
-                    attention_blocks: int = 0) -> VideoTokenizer:
+                    attention_blocks: int = 0, scorer_attention: int = 0) -> VideoTokenizer:
     """A :class:`VideoTokenizer` of a named size (``tiny`` or ``base``)."""
     if name not in TOKENIZER_SIZES:
         raise KeyError(f"unknown tokenizer size '{name}'; known: {', '.join(TOKENIZER_SIZES)}")
-    if attention_blocks < 0:
-        raise ValueError(f"tokenizer.attention_blocks must be >= 0, got {attention_blocks}")
-    return VideoTokenizer(TOKENIZER_SIZES[name], tubelet, patch, quantizer, levels, temperature, attention_blocks)
+    for key, v in (("attention_blocks", attention_blocks), ("scorer_attention", scorer_attention)):
+        if v < 0:
+            raise ValueError(f"tokenizer.{key} must be >= 0, got {v}")
+    return VideoTokenizer(TOKENIZER_SIZES[name], tubelet, patch, quantizer, levels, temperature, attention_blocks,
+                          scorer_attention)

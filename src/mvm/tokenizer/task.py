@@ -33,7 +33,7 @@ def build_from_config(cfg: Config) -> VideoTokenizer:
     """The tokenizer a config describes (``[tokenizer]`` plus ``model.tubelet``/``model.patch``)."""
     t = cfg.tokenizer
     return build_tokenizer(t.size, cfg.model.tubelet, cfg.model.patch, t.quantizer, t.levels, t.temperature,
-                           t.attention_blocks)
+                           t.attention_blocks, t.scorer_attention)
 
 
 def prepare_synthetic_with_masks(cfg: Config) -> None:
@@ -63,7 +63,7 @@ class TokenizerTask(Task):
     kind = "tokenizer"
     best_metric = None
     must_match = Task.must_match + ("tokenizer.size", "tokenizer.quantizer", "tokenizer.levels",
-                                    "tokenizer.attention_blocks")
+                                    "tokenizer.attention_blocks", "tokenizer.scorer_attention")
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
