@@ -29,6 +29,33 @@ def test_decode_stops_at_max_frames_and_exports_vectors(tmp_path):
     assert out.motion_vectors[0] is None and out.has_vectors
 
 
+def test_exported_vectors_own_their_memory(tmp_path):
+    # PyAV's side-data view would keep each decoded frame alive with the array: the vectors are
+    # copied out, with the same fields and values as PyAV's own array.
+    import av
+
+    frames = np.zeros((6, 32, 32, 3), np.uint8)
+    for t in range(6):
+        frames[t, 8:20, 4 + 2 * t:16 + 2 * t] = 255
+    encode_video(tmp_path / "m.mp4", frames, gop=6)
+    out = decode_video(tmp_path / "m.mp4", with_motion=True)
+    with av.open(str(tmp_path / "m.mp4")) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.options = {"flags2": "+export_mvs"}
+        raw = [f.side_data.get("MOTION_VECTORS") for f in container.decode(stream)]
+        want = [None if sd is None else sd.to_ndarray().copy() for sd in raw]
+    assert sum(mv is not None for mv in out.motion_vectors) == 5
+    for got, ref in zip(out.motion_vectors, want):
+        if ref is None:
+            assert got is None
+            continue
+        assert got.dtype == ref.dtype and np.array_equal(got, ref) and got.flags.writeable
+        base = got.base
+        while base is not None:  # nothing of PyAV's (side data, frame) down the chain
+            assert not type(base).__module__.startswith("av")
+            base = getattr(base, "obj", None) or getattr(base, "base", None)
+
+
 def test_image_folder(tmp_path):
     for i, img in enumerate(_frames(3)):
         Image.fromarray(img).save(tmp_path / f"{i:03d}.png")

@@ -272,7 +272,7 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
             frames.append(frame.to_ndarray(format="rgb24", threads=1))
             types.append(_pict_type(frame))
             sd = frame.side_data.get("MOTION_VECTORS") if with_motion else None
-            mvs.append(sd.to_ndarray() if sd is not None and len(sd) else None)
+            mvs.append(_vectors(sd) if sd is not None and len(sd) else None)
             if max_frames is not None and len(frames) >= max_frames:
                 break
     except av.error.FFmpegError as e:
@@ -283,6 +283,18 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
     if pts is not None and not frames:
         return None
     return frames, mvs, types
+
+
+def _vectors(side_data: av.sidedata.motionvectors.MotionVectors) -> np.ndarray:
+    """A frame's motion vectors as a structured array that owns its bytes.
+
+    PyAV's ``to_ndarray`` is a view of the side data, which keeps the whole decoded frame (its
+    YUV planes) alive for as long as the array lives: a video held in the decode cache kept about
+    a third more memory than its ``nbytes`` said, and the decoder could not reuse the frames'
+    buffers. A ``bytearray`` copy (40 bytes a vector) releases the frame; ``ndarray.copy`` of the
+    structured view costs 20x more (measured 37 against 1.9 us for a 640x272 frame's vectors)."""
+    view = side_data.to_ndarray()
+    return np.frombuffer(bytearray(side_data), view.dtype)
 
 
 def count_frames(path: str | os.PathLike) -> int | None:

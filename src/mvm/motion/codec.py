@@ -342,13 +342,13 @@ def _fill_holes(flow: np.ndarray, covered: np.ndarray, valid: np.ndarray, radius
         table[y] += table[y - 1]
     for x in range(1, wm + 1):
         table[:, x] += table[:, x - 1]
-    f, y, x = np.nonzero(~have)
+    y, x, f = np.nonzero(~have.transpose(1, 2, 0))  # holes in table order: neighbours share lines
     y0, y1 = np.maximum(y - radius, 0), np.minimum(y + radius + 1, hm)
     x0, x1 = np.maximum(x - radius, 0), np.minimum(x + radius + 1, wm)
-    flat = table.reshape(-1, 3, n)
+    flat, channels = table.reshape(-1), np.arange(3) * n
 
-    def corner(yy: np.ndarray, xx: np.ndarray) -> np.ndarray:  # [holes, 3]
-        return flat[yy * (wm + 1) + xx, :, f]
+    def corner(yy: np.ndarray, xx: np.ndarray) -> np.ndarray:  # [holes, 3], one take
+        return flat.take(((yy * (wm + 1) + xx) * (3 * n) + f)[:, None] + channels)
 
     box = corner(y1, x1) - corner(y0, x1) - corner(y1, x0) + corner(y0, x0)  # sum dx, sum dy, count
     ok = np.flatnonzero(box[:, 2] > 0.5)
