@@ -227,3 +227,58 @@ def test_window_starting_after_its_references(gop_videos):
     motion, _ = motion_for_clip(cut, np.array([1, 5, 9]), block=4)
     np.testing.assert_allclose(motion, clip_motion(frame_motion(cut, block=4), np.array([1, 5, 9])), atol=SPAN_TOL)
     assert np.isfinite(motion).all()
+
+
+def wide_pan(frames: int = 32) -> np.ndarray:
+    """A 64x160 textured background panning left by 2 px/frame under a square moving down-right."""
+    from test_motion_codec import texture
+
+    bg, sq = texture(64, 224, 1, 8), texture(20, 20, 2, 4)
+    out = []
+    for f in range(frames):
+        im = bg[:, 2 * f:2 * f + 160].copy()
+        y, x = 10 + f, 60 + 2 * f
+        im[y:y + 20, x:x + 20] = sq[: 64 - y, : 160 - x]
+        out.append(im)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("bframes", [0, 2])
+def test_region_gives_the_whole_frames_values_where_it_reads(tmp_path, bframes):
+    path = tmp_path / "wide.mp4"
+    encode_video(path, wide_pan(), gop=16, bframes=bframes)
+    decoded = decode_video(path, with_motion=True)
+    clips = [np.arange(5, 29, 4), np.arange(2, 14, 2)]
+    whole = motion_for_clips(decoded, clips, "codec", block=4)
+    for region in [(8, 50, 30, 90), (0, 64, 100, 160), (20, 30, 0, 20)]:
+        part = motion_for_clips(decoded, clips, "codec", block=4, region=region)
+        for (m, _), (p, block) in zip(whole, part):
+            assert block == 4 and p.shape == m.shape
+            y0, y1, x0, x1 = (region[0] // 4 - 2, -(-region[1] // 4) + 2, region[2] // 4 - 2, -(-region[3] // 4) + 2)
+            inner = (slice(None), slice(max(y0, 0), y1), slice(max(x0, 0), x1))
+            np.testing.assert_allclose(p[inner], m[inner], atol=1e-5)
+            assert np.abs(m[inner]).max() > 1
+        if region[3] <= 90:  # cells far right of the region are not computed
+            assert not part[0][0][:, :, 40:].any()
+
+
+@pytest.mark.parametrize("repeat", [1, 3])
+def test_dataset_motion_from_the_crops_region_equals_the_whole_frame(tmp_path, monkeypatch, repeat):
+    # The dataset computes codec motion only where the crops it is about to draw read it; the
+    # token-grid motion is the same as from the whole frame.
+    from mvm.config import DataConfig
+    from mvm.data import datasets
+
+    path = tmp_path / "wide.mp4"
+    encode_video(path, wide_pan(), gop=16)
+    cfg = DataConfig(frames=4, stride=2, size=32, motion="codec", cache_mb=0, repeat=repeat)
+    grid = TokenGrid.from_clip(4, 32, 2, 16)
+    ds = datasets.VideoDataset([(str(path), 0)], grid, cfg, train=True, seed=3, repeat=repeat)
+    items = [ds[i] for i in range(6)]
+    real = datasets._clips_motion
+    monkeypatch.setattr(datasets, "_clips_motion", lambda w, c, s, p, region=None: real(w, c, s, p))
+    for i, item in enumerate(items):
+        full = ds[i]
+        assert torch.equal(item["video"], full["video"])
+        torch.testing.assert_close(item["motion"], full["motion"], atol=1e-5, rtol=0)
+    assert max(float(it["motion"].abs().max()) for it in items) > 0.5

@@ -16,6 +16,7 @@ failure was already known, so items stay deterministic. The failure is reported 
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections import Counter, OrderedDict
@@ -148,9 +149,16 @@ class VideoDataset(torch.utils.data.Dataset):
             raise BadSample("bad_label", f"label {entry.label} outside [0, {k}) (data.num_classes={k})")
         rngs = self.clip_rngs(i)
         window, clips = self._decode(entry, rngs)
-        # Motion of every repeat at once: frames that several clips need are turned into motion once.
-        fields = (_clips_motion(window, clips, self.motion_source, entry.path) if self.with_motion
-                  else [(None, None)] * len(clips))
+        # Motion of every repeat at once: frames that several clips need are turned into motion once,
+        # and only where the repeats' crops will read it (the crops the transform is about to draw
+        # from the same generators, drawn here on copies).
+        fields = [(None, None)] * len(clips)
+        if self.with_motion:
+            h, w = window.frames.shape[1:3]
+            boxes = [self.transform.crop_box(h, w, copy.deepcopy(rng)) for rng in rngs]
+            region = (min(b[0] for b in boxes), max(b[0] + b[2] for b in boxes),
+                      min(b[1] for b in boxes), max(b[1] + b[3] for b in boxes))
+            fields = _clips_motion(window, clips, self.motion_source, entry.path, region)
         videos, motions = [], []
         for idx, rng, (motion, block) in zip(clips, rngs, fields):
             video, motion_t = self.transform(window.frames[idx], motion, rng, block=block)
@@ -210,12 +218,13 @@ class VideoDataset(torch.utils.data.Dataset):
         return window, [np.minimum(c - lo, window.num_frames - 1) for c in clips]
 
 
-def _clips_motion(window: DecodedVideo, clips: list[np.ndarray], source: str, path: str
-                  ) -> list[tuple[np.ndarray, int]]:
-    """Per clip, motion ``[T, Hm, Wm, 2]`` and its block size, from the frames of ``window`` only."""
+def _clips_motion(window: DecodedVideo, clips: list[np.ndarray], source: str, path: str,
+                  region: tuple[int, int, int, int] | None = None) -> list[tuple[np.ndarray, int]]:
+    """Per clip, motion ``[T, Hm, Wm, 2]`` and its block size, from the frames of ``window`` only
+    (codec motion only where ``region = (y0, y1, x0, x1)`` reads it, see ``motion_for_clips``)."""
     from mvm.motion.field import motion_for_clips
 
-    return motion_for_clips(window, clips, source, path=path)
+    return motion_for_clips(window, clips, source, path=path, region=region)
 
 
 def _to_token_grid(motion: torch.Tensor, grid: TokenGrid) -> torch.Tensor:

@@ -46,6 +46,7 @@ CLEARLY_BETTER = 0.5
 PROBE = 256  # vectors checked before deciding whether the stream needs a check of every vector
 PROBE_FARTHER = 0.02  # ... which it does when more than this share of the probe points farther
 MIN_COVERED = 0.5  # share of a frame's cells with a vector for the frame to count as measured
+FILL_RADIUS = 4  # cells: an intra cell takes the mean of the covered cells this close
 
 
 def codec_field(decoded: DecodedVideo, block: int = 4, check_refs: bool = True) -> MotionField:
@@ -66,8 +67,8 @@ def codec_field(decoded: DecodedVideo, block: int = 4, check_refs: bool = True) 
     return MotionField(flow, valid, block, "codec", decoded.codec)
 
 
-def codec_frames(decoded: DecodedVideo, frames: np.ndarray, block: int = 4,
-                 check_refs: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def codec_frames(decoded: DecodedVideo, frames: np.ndarray, block: int = 4, check_refs: bool = True,
+                 cells: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The measured field of the listed frames only, before invalid frames are filled.
 
     Reference frames (pict types, pixels for the distance check) are looked up in all of
@@ -79,19 +80,33 @@ def codec_frames(decoded: DecodedVideo, frames: np.ndarray, block: int = 4,
         decoded: from ``decode_video(path, with_motion=True)``.
         frames: ``[n]`` increasing frame indices into ``decoded``.
         block, check_refs: as in ``codec_field``.
+        cells: ``(r0, r1, c0, c1)``: only grid rows ``r0..r1-1`` and columns ``c0..c1-1`` (the
+            part of the frame a crop needs), from the vectors that reach them. Painted cells
+            are the same as in the whole grid; hole filling and the covered share that decides
+            ``valid`` see only these cells, so cells within ``FILL_RADIUS`` of a cut edge may
+            differ (callers add that margin), and so may the probe (it sees fewer vectors).
 
     Returns:
-        flow ``[n, Hm, Wm, 2]`` float32 (zeros on invalid frames) and valid ``[n]`` bool.
+        flow ``[n, Hm, Wm, 2]`` float32 (``[n, r1-r0, c1-c0, 2]`` with ``cells``; zeros on
+        invalid frames) and valid ``[n]`` bool.
     """
     h, w = decoded.frames.shape[1:3]
+    hm, wm = grid_shape(h, w, block)
+    r0, r1, c0, c1 = (0, hm, 0, wm) if cells is None else cells
     frames = np.asarray(frames, np.int64).reshape(-1)
     n = frames.size
     mvs = [decoded.motion_vectors[f] if f < len(decoded.motion_vectors) else None for f in frames]
-    flow = np.zeros((n, *grid_shape(h, w, block), 2), np.float32)
+    flow = np.zeros((n, r1 - r0, c1 - c0, 2), np.float32)
     valid = np.array([mv is not None and len(mv) > 0 for mv in mvs], bool)
     if not valid.any():
         return flow, valid
     v = _columns(mvs, frames)
+    if cells is not None:  # only the blocks that reach the cells (a block is kept or dropped whole)
+        inside = ((v["x"] + v["bw"] / 2 > c0 * block) & (v["x"] - v["bw"] / 2 < c1 * block)
+                  & (v["y"] + v["bh"] / 2 > r0 * block) & (v["y"] - v["bh"] / 2 < r1 * block))
+        v = {k: a[inside] for k, a in v.items()}
+        if not inside.any():
+            return flow, np.zeros(n, bool)
     if (v["dir"] > 0).any():
         v = _drop_unused_partitions(v)
     dist = _reference_distance(decoded.frames, decoded.pict_types, v, check_refs)
@@ -102,6 +117,9 @@ def codec_frames(decoded: DecodedVideo, frames: np.ndarray, block: int = 4,
     # P (past ref): content at src is now at dst -> dst - src = -off; B (future): src - dst = +off.
     scale = (v["dir"] / dist[keep]).astype(np.float32)
     disp = np.stack([v["ox"] * scale, v["oy"] * scale], 1)
+    if cells is not None:  # paint the cells as a picture of their own (whole cells: same footprints)
+        v["x"], v["y"] = v["x"] - np.float32(c0 * block), v["y"] - np.float32(r0 * block)
+        h, w = (r1 - r0) * block, (c1 - c0) * block
     flow, covered = _paint(v, disp, n, h, w, block)
     # Frames mostly without vectors (scene cuts coded intra) are filled from their neighbours.
     valid &= covered.reshape(n, -1).mean(1) >= MIN_COVERED
@@ -319,7 +337,7 @@ def _paint(v: dict[str, np.ndarray], disp: np.ndarray, nf: int, h: int, w: int,
     return flow, covered
 
 
-def _fill_holes(flow: np.ndarray, covered: np.ndarray, valid: np.ndarray, radius: int = 4) -> None:
+def _fill_holes(flow: np.ndarray, covered: np.ndarray, valid: np.ndarray, radius: int = FILL_RADIUS) -> None:
     """Cells no vector covered (intra blocks) take the mean of the covered cells within
     ``radius`` cells (a normalised box filter, in place); cells with none stay zero.
 

@@ -241,9 +241,17 @@ def motion_for_clip(decoded: DecodedVideo, indices: np.ndarray, source: str = "a
 
 
 def motion_for_clips(decoded: DecodedVideo, clips: list[np.ndarray], source: str = "auto", path: str = "",
-                     block: int | None = None) -> list[tuple[np.ndarray, int]]:
+                     block: int | None = None, region: tuple[int, int, int, int] | None = None
+                     ) -> list[tuple[np.ndarray, int]]:
     """``motion_for_clip`` for several clips of one decoded video (``data.repeat``): frames that
-    more than one clip needs are turned into motion once (overlapping spans are merged)."""
+    more than one clip needs are turned into motion once (overlapping spans are merged).
+
+    ``region = (y0, y1, x0, x1)``, in pixels of the frame, is the part the caller will read (the
+    union of the clips' crops): codec motion is then computed only for the cells a bilinear
+    resampling of that part touches, plus the hole-filling reach around them; cells farther out
+    are zero. Inside, the values are those of the whole frame, except where the smaller set of
+    vectors changes the reference-check probe, or a frame's covered share (``valid``), which is
+    judged on the computed cells (``codec_frames``)."""
     nf, h, w = decoded.frames.shape[:3]
     block = clip_block(h, w) if block is None else int(block)
     hm, wm = grid_shape(h, w, block)
@@ -252,10 +260,11 @@ def motion_for_clips(decoded: DecodedVideo, clips: list[np.ndarray], source: str
     for indices in clips:
         idx, first, lo, hi = _clip_span(indices, nf)
         spans.append((idx, first, lo, int(idx[0]) if idx.size == 1 else lo + 1, hi))
+    need, cells = _region_cells(region, block, hm, wm) if kind == "codec" else ((0, hm, 0, wm), None)
     fields: list[tuple[int, int, np.ndarray]] = []  # merged ranges a..b and their motion [b-a+1, Hm, Wm, 2]
     if kind != "none":
         for a, b in _merge([(s[3], s[4]) for s in spans if s[3] <= s[4]]):
-            fields.append((a, b, _span_motion(decoded, kind, a, b, block)))
+            fields.append((a, b, _span_motion(decoded, kind, a, b, block, cells)))
     out = []
     for idx, first, lo, a, hi in spans:
         if kind == "none" or a > hi:
@@ -263,8 +272,31 @@ def motion_for_clips(decoded: DecodedVideo, clips: list[np.ndarray], source: str
             continue
         fa, _, flow = next(f for f in fields if f[0] <= a and hi <= f[1])
         span = flow[a - fa:hi - fa + 1]
-        out.append((span[:1].copy() if idx.size == 1 else _accumulate(span, lo, idx, first), block))
+        if cells is not None:  # the cells the region reads, inside the computed ones
+            span = span[:, need[0] - cells[0]:need[1] - cells[0], need[2] - cells[2]:need[3] - cells[2]]
+        motion = span[:1].copy() if idx.size == 1 else _accumulate(span, lo, idx, first)
+        if cells is not None:
+            whole = np.zeros((idx.size, hm, wm, 2), np.float32)
+            whole[:, need[0]:need[1], need[2]:need[3]] = motion
+            motion = whole
+        out.append((motion, block))
     return out
+
+
+def _region_cells(region: tuple[int, int, int, int] | None, block: int, hm: int, wm: int
+                  ) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int] | None]:
+    """Grid cells ``(r0, r1, c0, c1)`` a crop of ``region`` reads (2 cells of slack for the
+    bilinear resampling at its edges), and the cells to compute for them (plus the hole-filling
+    reach); None when that is the whole grid."""
+    from mvm.motion.codec import FILL_RADIUS
+
+    if region is None:
+        return (0, hm, 0, wm), None
+    y0, y1, x0, x1 = (int(r) for r in region)
+    need = (max(y0 // block - 2, 0), min(-(-y1 // block) + 2, hm), max(x0 // block - 2, 0), min(-(-x1 // block) + 2, wm))
+    cells = (max(need[0] - FILL_RADIUS, 0), min(need[1] + FILL_RADIUS, hm),
+             max(need[2] - FILL_RADIUS, 0), min(need[3] + FILL_RADIUS, wm))
+    return need, (None if cells == (0, hm, 0, wm) else cells)
 
 
 def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -278,30 +310,33 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in merged]
 
 
-def _span_motion(decoded: DecodedVideo, kind: str, a: int, b: int, block: int) -> np.ndarray:
-    """Per-frame motion of frames ``a..b`` (``[b-a+1, Hm, Wm, 2]``), as ``frame_motion`` gives it."""
+def _span_motion(decoded: DecodedVideo, kind: str, a: int, b: int, block: int,
+                 cells: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Per-frame motion of frames ``a..b`` (``[b-a+1, Hm, Wm, 2]``, or the ``cells`` of codec
+    motion, see ``codec_frames``), as ``frame_motion`` gives it."""
     if kind == "estimate":
         from mvm.motion.estimate import estimate_field
 
         start = max(a - 1, 0)  # the frame before the span pairs with its first frame
         return estimate_field(decoded.frames[start:b + 1], block, codec=decoded.codec).flow[a - start:]
-    return _codec_span(decoded, a, b, block)
+    return _codec_span(decoded, a, b, block, cells)
 
 
-def _codec_span(decoded: DecodedVideo, a: int, b: int, block: int) -> np.ndarray:
+def _codec_span(decoded: DecodedVideo, a: int, b: int, block: int,
+                cells: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Codec motion of frames ``a..b`` with invalid frames filled as ``codec_field`` fills them
     (mean of the nearest measured frames before and after, found outside the span if need be)."""
     from mvm.motion.codec import codec_frames
 
     nf = decoded.num_frames
-    flow, valid = codec_frames(decoded, np.arange(a, b + 1), block)
+    flow, valid = codec_frames(decoded, np.arange(a, b + 1), block, cells=cells)
     if not valid.all():
         good = np.flatnonzero(valid)
         before = after = None
         if a > 0 and (good.size == 0 or not valid[0]):  # an invalid frame before the first measured one
-            before = _nearest_measured(decoded, range(a - 1, -1, -1), block)
+            before = _nearest_measured(decoded, range(a - 1, -1, -1), block, cells)
         if b < nf - 1 and (good.size == 0 or not valid[-1]):
-            after = _nearest_measured(decoded, range(b + 1, nf), block)
+            after = _nearest_measured(decoded, range(b + 1, nf), block, cells)
         parts = [p for p in (before, (flow, valid), after) if p is not None]
         full = np.concatenate([p[0] for p in parts])
         fill_invalid_frames(full, np.concatenate([p[1] for p in parts]))
@@ -310,7 +345,8 @@ def _codec_span(decoded: DecodedVideo, a: int, b: int, block: int) -> np.ndarray
     return flow
 
 
-def _nearest_measured(decoded: DecodedVideo, order: range, block: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _nearest_measured(decoded: DecodedVideo, order: range, block: int,
+                      cells: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """The first measured frame's field in ``order`` (``[1, Hm, Wm, 2]``, ``[True]``), None if none.
     Frames are computed a few at a time: a measured frame is usually next to the span."""
     from mvm.motion.codec import codec_frames
@@ -318,7 +354,7 @@ def _nearest_measured(decoded: DecodedVideo, order: range, block: int) -> tuple[
     frames = list(order)
     for s in range(0, len(frames), NEAREST_CHUNK):
         chunk = np.array(sorted(frames[s:s + NEAREST_CHUNK]))
-        flow, valid = codec_frames(decoded, chunk, block)
+        flow, valid = codec_frames(decoded, chunk, block, cells=cells)
         hits = np.flatnonzero(valid)
         if hits.size:
             pick = hits[0] if chunk[0] == frames[s] else hits[-1]  # nearest to the span
