@@ -82,6 +82,7 @@ def test_mse_is_the_written_out_loss_bit_for_bit(dtype: torch.dtype) -> None:
     (g_out,) = torch.autograd.grad(out, pred)
     assert out.dtype == torch.float32 and torch.equal(out, ref)
     assert g_out.dtype == dtype and torch.equal(g_out, g_ref)
+    assert out.untyped_storage().nbytes() == 4  # holds no pred-sized buffer (see mse)
 
 
 def test_motion_target_is_token_ordered_and_scaled() -> None:
@@ -150,3 +151,26 @@ def test_targets_of_some_tokens_equal_the_gathered_full_targets():
         some = fn(video, 2, 8, [0.4, 0.5, 0.6], [0.2, 0.25, 0.3], idx=idx)
         assert some.shape == (2, 5, 2 * 8 * 8 * 3)
         assert torch.allclose(some, torch.gather(full, 1, idx[..., None].expand(-1, -1, full.shape[-1])), atol=1e-5)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_targets_in_place_leave_the_clip_alone_and_change_no_number(channels: int) -> None:
+    """The targets are computed in place in their own buffer: the clip is untouched and the values
+    are bit for bit those of the out-of-place formula."""
+    from mvm.models.patch import patchify
+
+    g = torch.Generator().manual_seed(4)
+    video = torch.randn(2, channels, 4, 16, 16, generator=g)
+    keep = video.clone()
+    mean, std = MEAN[:channels], STD[:channels]
+    idx = torch.stack([torch.randperm(8, generator=g)[:5] for _ in range(2)])
+    pix = patchify(video * torch.tensor(std).view(1, -1, 1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1, 1), 2, 8)
+    x = pix.view(2, 8, -1, channels)
+    var, mu = torch.var_mean(x, dim=-2, unbiased=True, keepdim=True)
+    ref = ((x - mu) / (var.sqrt() + 1e-6)).reshape(2, 8, -1)
+    assert torch.equal(norm_pix_target(video, 2, 8, mean, std), ref)
+    some = norm_pix_target(video, 2, 8, mean, std, idx=idx)
+    assert torch.equal(some, torch.gather(ref, 1, idx[..., None].expand(-1, -1, ref.shape[-1])))
+    assert torch.equal(pixel_target(video, 2, 8, mean, std, idx=idx),
+                       torch.gather(pix, 1, idx[..., None].expand(-1, -1, pix.shape[-1])))
+    assert torch.equal(video, keep)

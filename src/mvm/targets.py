@@ -33,7 +33,7 @@ def pixel_target(video: torch.Tensor, tubelet: int, patch: int, mean: torch.Tens
     c = video.shape[1]
     mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).repeat(x.shape[-1] // c)
     std = torch.as_tensor(std, dtype=x.dtype, device=x.device).repeat(x.shape[-1] // c)
-    return x * std + mean
+    return x.mul_(std).add_(mean)  # in place: x is the gather's own copy
 
 
 @torch.no_grad()
@@ -56,12 +56,15 @@ def norm_pix_target(video: torch.Tensor, tubelet: int, patch: int, mean: torch.T
     Returns:
         ``[B, N, tubelet*patch*patch*C]`` float32 (``[B, K, ...]`` with ``idx``).
     """
-    tokens = pixel_target(video, tubelet, patch, mean, std, idx)
+    tokens = pixel_target(video, tubelet, patch, mean, std, idx)  # a new tensor, ours to overwrite
     b, n, d = tokens.shape
     c = video.shape[1]
     x = tokens.view(b, n, d // c, c)  # values of one token grouped by channel: [B, N, u*p*p, C]
     var, mu = torch.var_mean(x, dim=-2, unbiased=True, keepdim=True)  # one pass over the values
-    return ((x - mu) / (var.sqrt() + eps)).reshape(b, n, d)
+    # In place, the same operations in the same order: no second and third [B, N, D] tensor
+    # (66 MB each for the 11,264 decoded tokens of a 128-frame clip).
+    x.sub_(mu).div_(var.sqrt_().add_(eps))
+    return tokens
 
 
 def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -80,7 +83,11 @@ def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     Returns:
         scalar float32 mean squared error.
     """
-    return F.mse_loss(pred.float(), target.float())
+    # clone(): on CPU, F.mse_loss returns its 0-d result in the storage of the [..., D] elementwise
+    # buffer (allocated full size, then resized), which would stay alive with the loss (through
+    # backward and wherever the loop keeps ``loss.detach()``). The clone owns 4 bytes; the buffer
+    # goes now (the backward saves pred and target, not the output).
+    return F.mse_loss(pred.float(), target.float()).clone()
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, decode_idx: torch.Tensor) -> torch.Tensor:
