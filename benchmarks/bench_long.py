@@ -15,13 +15,20 @@ Decoder masking (per frame count, side by side):
   budget. What a step costs depends only on how many tokens are decoded, not on which, so the
   random choice costs what the adaptive one does (minus scoring, measured in docs/lvmae.md).
 
-The target is norm-pix computed for the decoded tokens only (their pixels gathered with
-``mvm.models.patch.gather_tubelets``), the change proposed for ``mvm.targets`` (``--target full``:
-the whole clip's target, as ``norm_pix_target`` computes it today, then gathered).
+The target is norm-pix computed for the decoded tokens only (``norm_pix_target(..., idx=)``, as
+``PretrainTask.loss`` does; ``--target full``: the whole clip's target, then gathered). The loss is
+``torch.mean((pred - target) ** 2)`` as the loop writes it (``--loss written``) or
+``mvm.targets.mse`` (``--loss mse``: one fused op, the same numbers, none of the written form's
+pred-sized temporaries). As in the loop, prediction and target are gone before ``backward``.
 
 Memory: on CPU the peak resident set (``ru_maxrss``) of the subprocess, and ``step_mb`` = that
-minus the resident set just before the first step (model, clip and masks in memory); on CUDA
-``torch.cuda.max_memory_allocated`` and the same difference.
+minus the resident set just before the first step (model, clip and masks in memory);
+``step_mb_each`` is the same per step (the first is the warm-up); on CUDA
+``torch.cuda.max_memory_allocated`` and the same difference. The resident set also holds what
+glibc keeps of freed blocks (``--mmap-threshold`` fixes its adaptive threshold) and code and
+buffers the first step brings in. ``--profile`` first runs one step under ``torch.profiler`` and
+reports the peak of live tensor bytes (allocator-independent, the CPU counterpart of
+``max_memory_allocated``) and what holds it (:func:`live_tensor_peak`).
 """
 
 from __future__ import annotations
@@ -42,15 +49,90 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
+def hwm_mb(reset: bool = False) -> float:
+    """Peak resident set (VmHWM) in MB; ``reset``: start a new peak from now (Linux ``clear_refs``)."""
+    with open("/proc/self/status") as f:
+        peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    if reset:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    return peak
+
+
+def fix_mmap_threshold(nbytes: int) -> None:
+    """glibc ``mallopt(M_MMAP_THRESHOLD, nbytes)``: every block of ``nbytes`` or more gets its own
+    mapping, given back to the system when freed. By default the threshold adapts: after a large
+    block is freed it rises to that block's size (up to 32 MB), and later blocks below it come
+    from the heap, whose freed memory stays resident (what ``MALLOC_MMAP_THRESHOLD_`` sets)."""
+    import ctypes
+
+    if not ctypes.CDLL("libc.so.6").mallopt(-3, int(nbytes)):  # M_MMAP_THRESHOLD
+        raise RuntimeError(f"mallopt(M_MMAP_THRESHOLD, {nbytes}) failed")
+
+
+def live_tensor_peak(prof, top: int = 14) -> dict:
+    """Peak of live CPU tensor bytes in a ``torch.profiler`` run (``profile_memory=True``, ``with_stack=True``)
+    and what is live at that moment, grouped by phase and the innermost mvm line that allocated it.
+
+    Phases: ``forward``; ``recompute`` (forward code run again inside the backward pass: activation
+    checkpointing); ``backward`` (autograd's own buffers); ``grads`` (allocated in backward and
+    still live when the step ends: the parameters' gradients).
+    """
+    from torch._C._profiler import _EventType
+
+    allocs = []  # (time, ptr, bytes (negative: free), chain of enclosing event names)
+    stack = [(node, ()) for node in prof.profiler.kineto_results.experimental_event_tree()]
+    while stack:
+        node, chain = stack.pop()
+        if node.tag == _EventType.Allocation:
+            f = node.extra_fields
+            if f.device.type == "cpu":
+                allocs.append((node.start_time_ns, f.ptr, f.alloc_size, chain))
+            continue
+        stack.extend((c, chain + (node.name,)) for c in node.children)
+    allocs.sort(key=lambda a: a[0])
+    live: dict[int, tuple[int, tuple]] = {}
+    cur = peak = 0
+    at_peak: dict[int, tuple[int, tuple]] = {}
+    for _, ptr, size, chain in allocs:
+        if size > 0:
+            live[ptr] = (size, chain)
+            cur += size
+        elif ptr in live:
+            cur -= live.pop(ptr)[0]
+        if cur > peak:
+            peak, at_peak = cur, dict(live)
+    groups: dict[str, list] = {}
+    for ptr, (size, chain) in at_peak.items():
+        in_bwd = any(c.startswith("autograd::engine::evaluate_function") for c in chain)
+        frames = [c for c in chain if "mvm" in c and ".py(" in c] or [c for c in chain if "bench_long" in c]
+        where = frames[-1].rsplit("/", 1)[-1] if frames else ""
+        ops = [c for c in chain if c.startswith("aten::")]
+        if in_bwd and ptr in live and live[ptr][1] is chain:
+            key = "grads"
+        elif in_bwd:
+            key = f"recompute {where}" if where and "bench_long" not in where else f"backward {ops[0] if ops else ''}"
+        else:
+            key = f"forward {where}"
+        g = groups.setdefault(f"{key} {ops[0] if ops and not key.startswith('backward') else ''}".strip(), [0, 0])
+        g[0] += size
+        g[1] += 1
+    rows = sorted(groups.items(), key=lambda kv: -kv[1][0])
+    return {"live_peak_mb": peak / 2 ** 20, "live_end_mb": cur / 2 ** 20,
+            "at_peak": {k: [round(v[0] / 2 ** 20, 1), v[1]] for k, v in rows[:top]},
+            "at_peak_rest_mb": sum(v[0] for _, v in rows[top:]) / 2 ** 20}
+
+
 def run_one(args: argparse.Namespace) -> dict:
     """Measure one (frames, mode) configuration in this process."""
+    if args.mmap_threshold:
+        fix_mmap_threshold(args.mmap_threshold)
     import torch
 
     from mvm.grid import TokenGrid
     from mvm.masking import DECODER_MASKS, ENCODER_MASKS, MaskContext, mask_to_indices
     from mvm.models import build_mae
-    from mvm.models.patch import gather_tubelets
-    from mvm.targets import masked_mse, norm_pix_target
+    from mvm.targets import masked_mse, mse, norm_pix_target
 
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -65,26 +147,19 @@ def run_one(args: argparse.Namespace) -> dict:
     video = torch.randn(b, 3, args.one_frames, args.size, args.size, generator=gen).to(device)
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
-    def target() -> torch.Tensor:
-        if args.target == "full":
-            return norm_pix_target(video, 2, 16, mean, std)  # [B, N, D], masked_mse gathers
-        with torch.no_grad():  # [B, Nd, D]: the decoded tokens only
-            x = gather_tubelets(video.float(), 2, 16, dec_idx, layout="target")
-            x = x * torch.tensor(std, device=device).repeat(x.shape[-1] // 3) + torch.tensor(
-                mean, device=device).repeat(x.shape[-1] // 3)
-            x = x.unflatten(-1, (-1, 3))
-            var, mu = torch.var_mean(x, dim=-2, unbiased=True, keepdim=True)
-            return ((x - mu) / (var.sqrt() + 1e-6)).flatten(-2)
-
-    def step() -> None:
+    def loss_fn() -> torch.Tensor:
+        """What ``PretrainTask.loss`` does: prediction and target are locals, gone before backward."""
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
             pred = model(video, vis_idx, dec_idx)
-        t = target()
-        if args.target == "full":
-            loss = masked_mse(pred.float(), t, dec_idx)
-        else:
-            loss = torch.mean((pred.float() - t) ** 2)
-        loss.backward()
+        if args.target == "full":  # the whole clip's target [B, N, D], gathered by masked_mse
+            return masked_mse(pred.float(), norm_pix_target(video, 2, 16, mean, std), dec_idx)
+        target = norm_pix_target(video, 2, 16, mean, std, idx=dec_idx)  # [B, Nd, D]: decoded tokens only
+        if args.loss == "mse":
+            return mse(pred, target)  # one fused op, same numbers
+        return torch.mean((pred.float() - target) ** 2)  # as written in PretrainTask.loss today
+
+    def step() -> None:
+        loss_fn().backward()
         model.zero_grad(set_to_none=True)
 
     if device.type == "cuda":
@@ -93,7 +168,18 @@ def run_one(args: argparse.Namespace) -> dict:
         before = torch.cuda.memory_allocated() / 2 ** 20
     else:
         before = rss_mb()
-    times = []
+        hwm_mb(reset=True)
+    extra: dict = {}
+    if args.profile:  # one step under the profiler: live tensors, not resident memory
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, with_stack=True) as prof:
+            loss_fn().backward()
+        extra = live_tensor_peak(prof)
+        model.zero_grad(set_to_none=True)
+        del prof
+        extra["profiled_step_mb"] = hwm_mb(reset=True) - before
+    times, peaks = [], []
     for _ in range(1 + args.repeats):
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -102,14 +188,17 @@ def run_one(args: argparse.Namespace) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
+        if device.type != "cuda":
+            peaks.append(hwm_mb(reset=True) - before)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2 ** 20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+        extra["step_mb_each"] = peaks  # peak RSS of each step (first: warm-up) minus before
     return {"frames": args.one_frames, "mode": args.one_mode, "batch": b, "tokens": grid.num_tokens,
             "visible": int(vis_idx.shape[1]), "decoded": int(dec_idx.shape[1]),
             "step_s": min(times[1:]) if len(times) > 1 else times[0], "step_s_all": times,
-            "peak_mb": peak, "before_mb": before, "step_mb": peak - before}
+            "peak_mb": peak, "before_mb": before, "step_mb": peak - before, **extra}
 
 
 def main() -> None:
@@ -124,7 +213,14 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing (model.checkpointing)")
     p.add_argument("--target", choices=["decoded", "full"], default="decoded")
+    p.add_argument("--loss", choices=["written", "mse"], default="written",
+                   help="written: torch.mean((pred - target) ** 2) as the loop has it; mse: mvm.targets.mse")
     p.add_argument("--threads", type=int, default=0, help="torch threads in each subprocess (0: default)")
+    p.add_argument("--mmap-threshold", type=int, default=0,
+                   help="CPU: fix glibc's mmap threshold at this many bytes (0: glibc's adaptive default)")
+    p.add_argument("--profile", action="store_true",
+                   help="CPU: first one step under torch.profiler: live tensor peak and what holds it "
+                        "(the resident-memory figures then include the profiler's own)")
     p.add_argument("--one-frames", type=int, help=argparse.SUPPRESS)
     p.add_argument("--one-mode", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -139,8 +235,9 @@ def main() -> None:
         for mode in args.modes:  # modes of one frame count back to back: side by side
             cmd = [sys.executable, __file__, "--one-frames", str(frames), "--one-mode", mode,
                    "--device", args.device, "--model", args.model, "--size", str(args.size),
-                   "--repeats", str(args.repeats), "--batch", str(args.batch), "--target", args.target, "--threads", str(args.threads)]
-            cmd += ["--bf16"] * args.bf16 + ["--checkpointing"] * args.checkpointing
+                   "--repeats", str(args.repeats), "--batch", str(args.batch), "--target", args.target, "--loss", args.loss, "--threads", str(args.threads),
+                   "--mmap-threshold", str(args.mmap_threshold)]
+            cmd += ["--bf16"] * args.bf16 + ["--checkpointing"] * args.checkpointing + ["--profile"] * args.profile
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 err = (proc.stderr.strip().splitlines() or ["?"])[-1]
@@ -154,11 +251,14 @@ def main() -> None:
         by = {r["mode"]: r for r in rows if r["frames"] == frames and "error" not in r}
         if "none" in by:
             ratios[str(frames)] = {m: {"time_vs_none": by[m]["step_s"] / by["none"]["step_s"],
+                                       **({"live_vs_none": by[m]["live_peak_mb"] / by["none"]["live_peak_mb"]}
+                                          if "live_peak_mb" in by[m] else {}),
                                        "step_mem_vs_none": by[m]["step_mb"] / by["none"]["step_mb"],
                                        "peak_mem_vs_none": by[m]["peak_mb"] / by["none"]["peak_mb"]}
                                    for m in by if m != "none"}
     print(json.dumps({"device": args.device, "model": args.model, "size": args.size, "batch": args.batch, "bf16": args.bf16,
-                      "checkpointing": args.checkpointing, "target": args.target, "rows": rows,
+                      "checkpointing": args.checkpointing, "target": args.target, "loss": args.loss,
+                      "mmap_threshold": args.mmap_threshold, "profile": args.profile, "rows": rows,
                       "ratios": ratios}, indent=2))
 
 
