@@ -100,22 +100,20 @@ def codec_frames(decoded: DecodedVideo, frames: np.ndarray, block: int = 4, chec
     valid = np.array([mv is not None and len(mv) > 0 for mv in mvs], bool)
     if not valid.any():
         return flow, valid
-    v = _columns(mvs, frames)
-    if cells is not None:  # only the blocks that reach the cells (a block is kept or dropped whole)
-        inside = ((v["x"] + v["bw"] / 2 > c0 * block) & (v["x"] - v["bw"] / 2 < c1 * block)
-                  & (v["y"] + v["bh"] / 2 > r0 * block) & (v["y"] - v["bh"] / 2 < r1 * block))
-        v = {k: a[inside] for k, a in v.items()}
-        if not inside.any():
-            return flow, np.zeros(n, bool)
+    # only the blocks that reach the cells (a block is kept or dropped whole)
+    v = _columns(mvs, frames, None if cells is None else (r0 * block, r1 * block, c0 * block, c1 * block))
+    if v["f"].size == 0:
+        return flow, np.zeros(n, bool)
     if (v["dir"] > 0).any():
         v = _drop_unused_partitions(v)
     dist = _reference_distance(decoded.frames, decoded.pict_types, v, check_refs)
     keep = dist > 0  # references outside the decoded frames cannot be placed in time
-    v = {k: a[keep] for k, a in v.items()}
     if not keep.any():  # every reference lies outside the decoded frames (a window's first frames)
         return flow, np.zeros(n, bool)
+    if not keep.all():
+        v, dist = {k: a[keep] for k, a in v.items()}, dist[keep]
     # P (past ref): content at src is now at dst -> dst - src = -off; B (future): src - dst = +off.
-    scale = (v["dir"] / dist[keep]).astype(np.float32)
+    scale = (v["dir"] / dist).astype(np.float32)
     disp = np.stack([v["ox"] * scale, v["oy"] * scale], 1)
     if cells is not None:  # paint the cells as a picture of their own (whole cells: same footprints)
         v["x"], v["y"] = v["x"] - np.float32(c0 * block), v["y"] - np.float32(r0 * block)
@@ -127,10 +125,12 @@ def codec_frames(decoded: DecodedVideo, frames: np.ndarray, block: int = 4, chec
     return flow, valid
 
 
-def _columns(per_frame: list, frames: np.ndarray) -> dict[str, np.ndarray]:
+def _columns(per_frame: list, frames: np.ndarray, box: tuple[int, int, int, int] | None = None
+             ) -> dict[str, np.ndarray]:
     """The listed frames' vectors as contiguous columns: frame ``f`` (index into the video),
     ``row`` (position in ``frames``), direction ``dir`` (-1 past, +1 future), block centre
-    ``x, y`` and size ``bw, bh``, offset ``ox, oy = src - dst`` (float32)."""
+    ``x, y`` and size ``bw, bh``, offset ``ox, oy = src - dst`` (float32). With ``box = (y0, y1,
+    x0, x1)`` pixels, only the blocks overlapping it."""
     parts = [(r, mv) for r, mv in enumerate(per_frame) if mv is not None and len(mv)]
     arrays = [m for _, m in parts]
     dtype = arrays[0].dtype
@@ -140,14 +140,19 @@ def _columns(per_frame: list, frames: np.ndarray) -> dict[str, np.ndarray]:
         mv = np.concatenate([m.view(np.uint8).reshape(-1) for m in arrays]).view(dtype)
     else:
         mv = np.concatenate(arrays)
-    scale = np.maximum(mv["motion_scale"], 1).astype(np.float32)
     row = np.repeat(np.array([r for r, _ in parts], np.int64), [len(m) for m in arrays])
+    field = {k: mv[k] for k in ("source", "w", "h", "dst_x", "dst_y", "motion_x", "motion_y", "motion_scale")}
+    if box is not None:  # field by field (indexing the structured array copies 20x slower)
+        x, y, hw, hh = field["dst_x"], field["dst_y"], field["w"] / 2, field["h"] / 2
+        inside = np.flatnonzero((x + hw > box[2]) & (x - hw < box[3]) & (y + hh > box[0]) & (y - hh < box[1]))
+        field, row = {k: a[inside] for k, a in field.items()}, row[inside]
+    scale = np.maximum(field["motion_scale"], 1).astype(np.float32)
     return {
         "f": frames[row], "row": row,
-        "dir": np.where(mv["source"] > 0, 1, -1).astype(np.int64),
-        "x": mv["dst_x"].astype(np.float32), "y": mv["dst_y"].astype(np.float32),
-        "bw": mv["w"].astype(np.float32), "bh": mv["h"].astype(np.float32),
-        "ox": mv["motion_x"].astype(np.float32) / scale, "oy": mv["motion_y"].astype(np.float32) / scale,
+        "dir": np.where(field["source"] > 0, 1, -1).astype(np.int64),
+        "x": field["dst_x"].astype(np.float32), "y": field["dst_y"].astype(np.float32),
+        "bw": field["w"].astype(np.float32), "bh": field["h"].astype(np.float32),
+        "ox": field["motion_x"].astype(np.float32) / scale, "oy": field["motion_y"].astype(np.float32) / scale,
     }
 
 
