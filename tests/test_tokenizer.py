@@ -139,3 +139,14 @@ def test_scorer_attention_sees_the_whole_clip():
     out = tok(video, k=2)
     out.recon_topk.pow(2).mean().backward()
     assert all(p.grad is not None for p in tok.scorer_attn.parameters())
+
+
+def test_config_builds_the_attention_blocks():
+    from mvm.config import Config
+    from mvm.tokenizer.task import build_from_config
+
+    cfg = Config()
+    cfg.tokenizer.attention_blocks, cfg.tokenizer.scorer_attention = 2, 1
+    tok = build_from_config(cfg)
+    assert len(tok.dec_attn) == 2 and len(tok.scorer_attn) == 1
+    assert len(build_from_config(Config()).dec_attn) == 0  # default: the convolutional tokenizer as before
