@@ -21,7 +21,7 @@ The target is norm-pix computed for the decoded tokens only (``norm_pix_target(.
 ``mvm.targets.mse`` (``--loss mse``: one fused op, the same numbers, none of the written form's
 pred-sized temporaries). As in the loop, prediction and target are gone before ``backward``.
 
-Memory: on CPU the peak resident set (``ru_maxrss``) of the subprocess, and ``step_mb`` = that
+Memory: on CPU the peak resident set (``VmHWM``) over the steps, and ``step_mb`` = that
 minus the resident set just before the first step (model, clip and masks in memory);
 ``step_mb_each`` is the same per step (the first is the warm-up); on CUDA
 ``torch.cuda.max_memory_allocated`` and the same difference. The resident set also holds what
@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -192,8 +191,8 @@ def run_one(args: argparse.Namespace) -> dict:
             peaks.append(hwm_mb(reset=True) - before)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2 ** 20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    else:  # the steps' peak (not the profiled one's: the profiler holds memory of its own)
+        peak = before + max(peaks)
         extra["step_mb_each"] = peaks  # peak RSS of each step (first: warm-up) minus before
     return {"frames": args.one_frames, "mode": args.one_mode, "batch": b, "tokens": grid.num_tokens,
             "visible": int(vis_idx.shape[1]), "decoded": int(dec_idx.shape[1]),
