@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from mvm.config import Config
 from mvm.grid import TokenGrid
 from mvm.masking.base import mask_to_indices
-from mvm.targets import masked_mse, motion_target, norm_pix_target, pixel_target
+from mvm.targets import masked_mse, motion_target, mse, norm_pix_target, pixel_target
 from mvm.train import distributed as dist
 from mvm.train.loop import LossHook, Progress, Task, run_task
 
@@ -157,7 +157,7 @@ class PretrainTask(Task):
             target_fn = norm_pix_target if cfg.train.target == "norm_pix" else pixel_target
             # Targets of the decoded tokens only, from their pixels alone (not the whole clip).
             target = target_fn(video, cfg.model.tubelet, cfg.model.patch, mean, std, idx=decode_idx)
-            loss = torch.mean((pred.float() - target) ** 2)
+            loss = mse(pred, target)  # fused: no pred-sized temporaries at the peak
         parts = {"recon_loss": loss.detach()}
         if motion_pred is not None:
             # Each visible token predicts its own codec motion: the encoder must see motion.
