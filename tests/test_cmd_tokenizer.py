@@ -57,6 +57,8 @@ def test_train_reports_psnr_and_object_hits_and_draws_clips(trained):
     assert 0 < s["object_share"] < 0.5 and 0 <= s["topk_object_share"] <= 1
     # places of the frame the budget touches at least once: 10 of 64 tokens reach at most 10 of 16
     assert 0 < s["topk_places"] <= 10 / 16 and 0 < s["random_places"] <= 10 / 16
+    # no k tokens hold more object than the k with the most (the ceiling), and that is above the frame's share
+    assert s["topk_object_share"] <= s["oracle_object_share"] + 1e-4 and s["oracle_object_ratio"] > 1
     assert len(s["clip_pictures"]) == 4 and all(Path(p).is_file() for p in s["clip_pictures"])
     rows = [json.loads(x) for x in (trained / "metrics.jsonl").read_text().splitlines()]
     assert {"topk_mse", "all_mse"} <= set(rows[0])

@@ -105,7 +105,9 @@ def evaluate_tokenizer(model: VideoTokenizer, clips: list[EvalClip], cfg: Config
     (share of the frame's h x w token places that the top-k / random-k keep at least once, at any
     time: how much of the frame the budget covers), and with masks ``object_share``,
     ``topk_object_share``, ``random_object_share``, ``topk_on_object`` (share of top-k tokens
-    touching the object) and ``tokens_on_object`` (share of all tokens touching it).
+    touching the object), ``tokens_on_object`` (share of all tokens touching it) and
+    ``oracle_object_share`` (the most a k-token selection could hold: the k tokens with the most
+    object pixels; the ceiling of ``topk_object_share`` at this budget, not a model figure).
     """
     model.eval()
     gen = torch.Generator().manual_seed(cfg.train.seed + 7)
@@ -139,7 +141,9 @@ def evaluate_tokenizer(model: VideoTokenizer, clips: list[EvalClip], cfg: Config
             add("random_object_share", share[rand_keep[j].bool()].mean().view(1))
             add("topk_on_object", (share[top] > 0).float().mean().view(1))
             add("tokens_on_object", (share > 0).float().mean().view(1))
+            add("oracle_object_share", share.topk(k).values.mean().view(1))
     result = {k: sums[k] / counts[k] for k in sums}
     if "object_share" in result:
         result["topk_object_ratio"] = result["topk_object_share"] / max(result["object_share"], 1e-9)
+        result["oracle_object_ratio"] = result["oracle_object_share"] / max(result["object_share"], 1e-9)
     return {k: (round(v, 4) if math.isfinite(v) else v) for k, v in result.items()}
