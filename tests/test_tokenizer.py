@@ -150,3 +150,36 @@ def test_config_builds_the_attention_blocks():
     tok = build_from_config(cfg)
     assert len(tok.dec_attn) == 2 and len(tok.scorer_attn) == 1
     assert len(build_from_config(Config()).dec_attn) == 0  # default: the convolutional tokenizer as before
+
+
+# ------------------------------------------------------------------------------------------------
+# The "small" size: a patchify stem instead of full-resolution convolutions
+
+
+def test_small_tokenizer_has_no_full_resolution_conv_and_keeps_the_token_grid():
+    tok = build_tokenizer("small", tubelet=2, patch=8)
+    video = torch.randn(1, 3, 4, 32, 32)
+    sizes = []
+    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append((m.kernel_size, o.shape[-1])))
+             for m in tok.encoder.modules() if isinstance(m, torch.nn.Conv3d)]
+    codes, scores = tok.tokenize(video)
+    for h in hooks:
+        h.remove()
+    assert codes.shape == scores.shape == (1, 2 * 4 * 4)  # (T/2) x (32/8) x (32/8): the MAE's grid
+    assert all(width <= 32 // 4 for kernel, width in sizes if kernel == (3, 3, 3))  # none at 32 or 16 px
+    assert tok(video, k=5).recon_topk.shape == video.shape
+
+
+def test_small_tokenizer_output_places_each_channel_at_its_pixel():
+    """Depth to space: output channel c*s*s + i*s + j of place (y, x) is pixel (y*s + i, x*s + j) of colour c."""
+    tok = build_tokenizer("small", tubelet=2, patch=8)
+    s = tok.stem
+    last = tok.dec_out[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.arange(3 * s * s, dtype=torch.float32))
+    zq = torch.zeros(1, 256, 2, 4, 4)  # small's latent width
+    out = tok.decode(zq)  # [1, 3, 4, 32, 32]
+    c, y, x = 2, 13, 6
+    assert out.shape == (1, 3, 4, 32, 32)
+    assert out[0, c, 1, y, x].item() == c * s * s + (y % s) * s + (x % s)

@@ -200,7 +200,8 @@ class TokenizerConfig:
     """The LVMAE video tokenizer (``mvm tokenizer train``); tubelet and patch come from ``model``."""
 
     size: str = "tiny"
-    """Named size: tiny (CPU) or base (MAGVIT-v1 base widths, GPU); see ``mvm.tokenizer.model``."""
+    """Named size: tiny (CPU), base (MAGVIT-v1 base widths, GPU) or small (base's widths after a 4x4
+    patchify stem: about 1/16 of base's FLOPs at 224 px, GPU); see ``mvm.tokenizer.model``."""
     quantizer: str = "fsq"
     """fsq (finite scalar quantisation) or lfq (lookup-free: levels must all be 2, one bit each)."""
     levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])
@@ -408,7 +409,7 @@ def validate(cfg: Config) -> None:
     need(k.decoder != "adaptive" or bool(t.tokenizer), "train.tokenizer",
          "mask.decoder = adaptive needs a tokenizer run folder for its scores (mvm tokenizer train)")
     tk = cfg.tokenizer
-    need(tk.size in ("tiny", "base"), "tokenizer.size", f"must be tiny or base, got '{tk.size}'")
+    need(tk.size in ("tiny", "base", "small"), "tokenizer.size", f"must be tiny, base or small, got '{tk.size}'")
     need(tk.quantizer in ("fsq", "lfq"), "tokenizer.quantizer", f"must be fsq or lfq, got '{tk.quantizer}'")
     need(bool(tk.levels) and all(v >= 2 for v in tk.levels), "tokenizer.levels", f"need values >= 2, got {tk.levels}")
     need(tk.quantizer != "lfq" or all(v == 2 for v in tk.levels), "tokenizer.levels",

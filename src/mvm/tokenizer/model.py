@@ -38,19 +38,28 @@ from mvm.tokenizer.topk import straight_through_topk
 class TokenizerSize:
     """One named size: base channels, per-stage channel multipliers and residual blocks (the last
     entry repeats for deeper grids), latent channels and scorer width. MAGVIT-v1 base, for scale:
-    64, (1, 2, 2, 4), 2 blocks, 256."""
+    64, (1, 2, 2, 4), 2 blocks, 256.
+
+    ``stem`` > 1 replaces the first log2(stem) halvings of space by one patchify convolution
+    (kernel = stride = stem in space, 1 in time) and the decoder's last ones by a depth-to-space
+    output, so no 3x3x3 convolution runs at full resolution: at 224 px those dominate the cost.
+    """
 
     channels: int
     mults: tuple[int, ...]
     blocks: tuple[int, ...]
     embed_dim: int
     scorer: int
+    stem: int = 1
 
 
 TOKENIZER_SIZES: dict[str, TokenizerSize] = {
     # ours, for a 2-core CPU: no residual block at full resolution, where it would cost most
     "tiny": TokenizerSize(8, (1, 2, 4, 8), (0, 1, 1), 16, 16),
     "base": TokenizerSize(64, (1, 2, 2, 4), (2,), 256, 64),  # MAGVIT-v1 base widths, GPU
+    # ours, GPU: base's latent width and blocks after a 4x4 patchify stem; about 1/16 of base's
+    # FLOPs at 224 px (benchmarks/bench_lvmae_scoring.py), so scoring costs less than the MAE step
+    "small": TokenizerSize(64, (1, 2, 4), (2,), 256, 64, stem=4),
 }
 
 
@@ -71,12 +80,15 @@ class ResBlock3d(nn.Module):
         return self.skip(x) + self.body(x)
 
 
-def _stages(tubelet: int, patch: int) -> list[int]:
-    """Temporal stride of each stage (2 for the first log2(tubelet), then 1); one stage per 2x in space."""
-    for name, v in (("tubelet", tubelet), ("patch", patch)):
+def _stages(tubelet: int, patch: int, stem: int = 1) -> list[int]:
+    """Temporal stride of each stage (2 for the first log2(tubelet), then 1); one stage per 2x in
+    space after a patchify stem of ``stem`` (1: none)."""
+    for name, v in (("tubelet", tubelet), ("patch", patch), ("stem", stem)):
         if v < 1 or v & (v - 1):
             raise ValueError(f"the tokenizer needs a power-of-two {name}, got {v}")
-    n_sp, n_t = int(math.log2(patch)), int(math.log2(tubelet))
+    if stem > patch:
+        raise ValueError(f"a tokenizer stem of {stem} px does not fit patch={patch}")
+    n_sp, n_t = int(math.log2(patch // stem)), int(math.log2(tubelet))
     if n_t > n_sp:
         raise ValueError(f"tubelet={tubelet} needs more downsampling stages than patch={patch} gives")
     return [2 if i < n_t else 1 for i in range(n_sp)]
@@ -147,11 +159,14 @@ class VideoTokenizer(nn.Module):
                  attention_blocks: int = 0, scorer_attention: int = 0) -> None:
         super().__init__()
         self.tubelet, self.patch, self.temperature = tubelet, patch, temperature
-        strides = _stages(tubelet, patch)
+        self.stem = size.stem
+        strides = _stages(tubelet, patch, size.stem)
         mults = [size.mults[min(i, len(size.mults) - 1)] for i in range(len(strides) + 1)]
         blocks = [size.blocks[min(i, len(size.blocks) - 1)] for i in range(len(strides))]
         chans = [size.channels * m for m in mults]
-        enc: list[nn.Module] = [nn.Conv3d(3, chans[0], 3, padding=1)]
+        st0 = (1, size.stem, size.stem)
+        enc: list[nn.Module] = [nn.Conv3d(3, chans[0], 3, padding=1) if size.stem == 1 else
+                                nn.Conv3d(3, chans[0], st0, stride=st0)]  # patchify stem
         for i, st in enumerate(strides):
             enc += [ResBlock3d(chans[i], chans[i]) for _ in range(blocks[i])]
             enc.append(nn.Conv3d(chans[i], chans[i + 1], 3, stride=(st, 2, 2), padding=1))
@@ -173,7 +188,9 @@ class VideoTokenizer(nn.Module):
             ups.append(nn.ModuleList([nn.Conv3d(chans[i + 1], chans[i], 3, padding=1),
                                       *[ResBlock3d(chans[i], chans[i]) for _ in range(blocks[i])]]))
         self.ups = nn.ModuleList(ups)
-        self.dec_out = nn.Sequential(_norm(chans[0]), nn.SiLU(), nn.Conv3d(chans[0], 3, 3, padding=1))
+        # stem > 1: each output place predicts its stem x stem pixels (depth to space in decode)
+        self.dec_out = nn.Sequential(_norm(chans[0]), nn.SiLU(),
+                                     nn.Conv3d(chans[0], 3 * size.stem ** 2, 3, padding=1))
 
     @property
     def levels(self) -> list[int]:
@@ -207,7 +224,12 @@ class VideoTokenizer(nn.Module):
             x = conv(F.interpolate(x, scale_factor=(st, 2, 2), mode="nearest"))
             for blk in blocks:
                 x = blk(x)
-        return self.dec_out(x)
+        x = self.dec_out(x)
+        if self.stem > 1:  # [B, 3*s*s, T, h, w] -> [B, 3, T, h*s, w*s]
+            b, _, t, h, w = x.shape
+            s = self.stem
+            x = x.view(b, 3, s, s, t, h, w).permute(0, 1, 4, 5, 2, 6, 3).reshape(b, 3, t, h * s, w * s)
+        return x
 
     @torch.no_grad()
     def tokenize(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -249,7 +271,7 @@ class TokenizerOutput:
 def build_tokenizer(name: str = "tiny", tubelet: int = 2, patch: int = 8, quantizer: str = "fsq",
                     levels: list[int] | tuple[int, ...] = (8, 5, 5, 5), temperature: float = 0.5,
                     attention_blocks: int = 0, scorer_attention: int = 0) -> VideoTokenizer:
-    """A :class:`VideoTokenizer` of a named size (``tiny`` or ``base``)."""
+    """A :class:`VideoTokenizer` of a named size (``tiny``, ``base`` or ``small``)."""
     if name not in TOKENIZER_SIZES:
         raise KeyError(f"unknown tokenizer size '{name}'; known: {', '.join(TOKENIZER_SIZES)}")
     for key, v in (("attention_blocks", attention_blocks), ("scorer_attention", scorer_attention)):
