@@ -129,3 +129,11 @@ def test_lvmae_pretraining_step_at_128_frames(trained, tmp_path):
     with pytest.raises(ConfigError, match="train.tokenizer"):
         PretrainTask(load_config("tiny-synthetic", sets[:-1] + ["model.patch=16", "data.size=32",
                                                                  f"train.out={tmp_path / 'p2'}"])).check()
+
+
+def test_a_stem_larger_than_the_patch_is_refused_naming_the_keys():
+    from mvm.tokenizer.task import TokenizerTask
+
+    cfg = load_config("tokenizer-tiny", ["tokenizer.size=small", "model.patch=2"])
+    with pytest.raises(ConfigError, match="tokenizer.size: a tokenizer stem of 4 px does not fit patch=2"):
+        TokenizerTask(cfg).check()

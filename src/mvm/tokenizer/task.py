@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from mvm.config import Config
+from mvm.config import Config, ConfigError
 from mvm.grid import TokenGrid
 from mvm.tokenizer.evaluate import EvalClip, evaluate_tokenizer, read_clip, to_pixels
 from mvm.tokenizer.model import VideoTokenizer, build_tokenizer
@@ -82,7 +82,10 @@ class TokenizerTask(Task):
         for source in (self.cfg.data.train, self.cfg.data.val):
             if source:
                 check_source(source, self.cfg.data.format, self.cfg.data.root)
-        build_from_config(self.cfg)  # a power-of-two tubelet and patch, known size: fail before writing
+        try:  # a power-of-two tubelet and patch that fit the size's stem: fail before writing
+            build_from_config(self.cfg)
+        except ValueError as e:
+            raise ConfigError(f"model.tubelet / model.patch / tokenizer.size: {e}") from None
 
     def prepare(self) -> None:
         prepare_synthetic_with_masks(self.cfg)
