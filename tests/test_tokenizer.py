@@ -73,6 +73,34 @@ def test_topk_gradient_raises_the_tokens_that_help():
     assert scores.grad[0, 0] < 0  # gradient descent raises token 0's score
 
 
+def test_topk_noise_explores_below_the_cut_and_keeps_k():
+    """Gumbel noise: still exactly k per row, differentiable; tokens just below the cut are kept in
+    some draws, far-below ones seldom, the top token most of the time."""
+    torch.manual_seed(0)
+    scores = torch.linspace(3.0, -3.0, 16).repeat(2000, 1).requires_grad_(True)
+    keep = straight_through_topk(scores, 4, noise=0.5)
+    assert (keep.detach().sum(1) == 4).all() and set(keep.detach().unique().tolist()) <= {0.0, 1.0}
+    rate = keep.detach().mean(0)  # how often each rank is kept
+    assert rate[0] > 0.8 and 0.2 < rate[4] < 0.6 and rate[15] < 0.02
+    assert (rate[:-1] >= rate[1:] - 0.03).all()  # higher score, kept at least as often
+    keep.sum().backward()
+    assert scores.grad is not None and torch.isfinite(scores.grad).all()
+
+
+def test_tokenizer_noise_only_while_training():
+    torch.manual_seed(0)
+    tok = build_tokenizer("tiny", tubelet=2, patch=8, noise=1.0)
+    video = torch.randn(1, 3, 4, 32, 32)
+    with torch.no_grad():
+        tok.eval()
+        a, b = tok(video, 4, all_tokens=False).keep, tok(video, 4, all_tokens=False).keep
+        assert torch.equal(a, b) and torch.equal(a, topk_mask(tok.score(tok.encode(video)), 4))
+        tok.train()
+        draws = [tok(video, 4, all_tokens=False).keep for _ in range(8)]
+    assert any(not torch.equal(d, a) for d in draws)
+    assert all(d.sum() == 4 for d in draws)
+
+
 def test_gradients_reach_the_scorer_through_the_topk(tok):
     tok.zero_grad()
     video = torch.randn(2, 3, 4, 16, 16, generator=torch.Generator().manual_seed(1))

@@ -212,6 +212,9 @@ class TokenizerConfig:
     """Width of the top-k's sigmoid surrogate, in standard deviations of a clip's scores."""
     all_weight: float = 1.0
     """Weight of the reconstruction from every token next to the one from the top-k alone."""
+    noise: float = 0.0
+    """Gumbel noise on the standardised scores before the top-k, in training only (0: none), so
+    tokens ranked just below the cut are tried now and then (see ``mvm.tokenizer.topk``)."""
     attention_blocks: int = 0
     """Self-attention blocks over the whole latent grid in the decoder, so kept content can be
     carried to any time slice of a long clip (0: 3x3x3 convolutions only, about +-10 slices)."""
@@ -417,6 +420,7 @@ def validate(cfg: Config) -> None:
     need(0 < tk.budget <= 1, "tokenizer.budget", f"must be in (0, 1], got {tk.budget}")
     need(tk.temperature > 0, "tokenizer.temperature", f"must be positive, got {tk.temperature}")
     need(tk.all_weight >= 0, "tokenizer.all_weight", f"must be >= 0, got {tk.all_weight}")
+    need(tk.noise >= 0, "tokenizer.noise", f"must be >= 0, got {tk.noise}")
     need(tk.eval_clips >= 1, "tokenizer.eval_clips", f"must be >= 1, got {tk.eval_clips}")
     need(t.motion_weight >= 0, "train.motion_weight", f"must be >= 0, got {t.motion_weight}")
     need(t.motion_scale > 0, "train.motion_scale", f"must be positive, got {t.motion_scale}")

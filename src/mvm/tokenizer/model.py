@@ -150,15 +150,17 @@ class VideoTokenizer(nn.Module):
         tubelet, patch: the MAE's token geometry (powers of two).
         quantizer: ``"fsq"`` or ``"lfq"``; levels: its levels (see :class:`Quantizer`).
         temperature: sigmoid width of the straight-through top-k.
+        noise: Gumbel noise on the scores for the top-k while training (``straight_through_topk``);
+            none in eval mode, so validation and a frozen tokenizer's scores see the plain ranking.
         attention_blocks: self-attention blocks over the whole latent grid in the decoder (0: convs only).
         scorer_attention: the same in the scorer, before its last (1x1x1) layer.
     """
 
     def __init__(self, size: TokenizerSize, tubelet: int = 2, patch: int = 8, quantizer: str = "fsq",
                  levels: list[int] | tuple[int, ...] = (8, 5, 5, 5), temperature: float = 0.5,
-                 attention_blocks: int = 0, scorer_attention: int = 0) -> None:
+                 attention_blocks: int = 0, scorer_attention: int = 0, noise: float = 0.0) -> None:
         super().__init__()
-        self.tubelet, self.patch, self.temperature = tubelet, patch, temperature
+        self.tubelet, self.patch, self.temperature, self.noise = tubelet, patch, temperature, noise
         self.stem = size.stem
         strides = _stages(tubelet, patch, size.stem)
         mults = [size.mults[min(i, len(size.mults) - 1)] for i in range(len(strides) + 1)]
@@ -249,7 +251,7 @@ class VideoTokenizer(nn.Module):
         h = self.encode(video)
         zq, codes, aux = self.quantizer(h)
         scores = self.score(h)
-        keep = straight_through_topk(scores, k, self.temperature)
+        keep = straight_through_topk(scores, k, self.temperature, self.noise if self.training else 0.0)
         recon_topk = self.decode(zq, keep)
         recon_all = self.decode(zq) if all_tokens else None
         return TokenizerOutput(recon_all, recon_topk, scores, keep, codes, aux)
@@ -270,7 +272,7 @@ class TokenizerOutput:
 
 def build_tokenizer(name: str = "tiny", tubelet: int = 2, patch: int = 8, quantizer: str = "fsq",
                     levels: list[int] | tuple[int, ...] = (8, 5, 5, 5), temperature: float = 0.5,
-                    attention_blocks: int = 0, scorer_attention: int = 0) -> VideoTokenizer:
+                    attention_blocks: int = 0, scorer_attention: int = 0, noise: float = 0.0) -> VideoTokenizer:
     """A :class:`VideoTokenizer` of a named size (``tiny``, ``base`` or ``small``)."""
     if name not in TOKENIZER_SIZES:
         raise KeyError(f"unknown tokenizer size '{name}'; known: {', '.join(TOKENIZER_SIZES)}")
@@ -278,4 +280,4 @@ def build_tokenizer(name: str = "tiny", tubelet: int = 2, patch: int = 8, quanti
         if v < 0:
             raise ValueError(f"tokenizer.{key} must be >= 0, got {v}")
     return VideoTokenizer(TOKENIZER_SIZES[name], tubelet, patch, quantizer, levels, temperature, attention_blocks,
-                          scorer_attention)
+                          scorer_attention, noise)

@@ -33,7 +33,7 @@ def build_from_config(cfg: Config) -> VideoTokenizer:
     """The tokenizer a config describes (``[tokenizer]`` plus ``model.tubelet``/``model.patch``)."""
     t = cfg.tokenizer
     return build_tokenizer(t.size, cfg.model.tubelet, cfg.model.patch, t.quantizer, t.levels, t.temperature,
-                           t.attention_blocks, t.scorer_attention)
+                           t.attention_blocks, t.scorer_attention, t.noise)
 
 
 def prepare_synthetic_with_masks(cfg: Config) -> None:

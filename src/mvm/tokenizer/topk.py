@@ -27,13 +27,19 @@ def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(scores).scatter_(1, idx, 1.0)
 
 
-def straight_through_topk(scores: torch.Tensor, k: int, temperature: float = 0.5) -> torch.Tensor:
+def straight_through_topk(scores: torch.Tensor, k: int, temperature: float = 0.5,
+                          noise: float = 0.0) -> torch.Tensor:
     """Hard top-k in the forward pass, sigmoid-surrogate gradients in the backward pass.
 
     Args:
         scores: ``[B, N]`` float, higher = keep.
         k: tokens kept per row (``1 <= k <= N``).
         temperature: width of the sigmoid in standard deviations of the row's scores.
+        noise: scale of Gumbel noise added to the standardised scores before the cut (0: none).
+            With noise the kept set is a draw (Gumbel top-k: k tokens without replacement, each
+            with probability ~ ``exp(z / noise)``), so tokens the scorer ranks just below the cut
+            are kept now and then and the loss can tell whether they help. Without it, the scorer
+            and the decoder can settle on a selection that only reinforces itself (docs/lvmae.md).
 
     Returns:
         ``[B, N]`` with values exactly 0 or 1 (``k`` ones per row), differentiable w.r.t. ``scores``.
@@ -42,10 +48,13 @@ def straight_through_topk(scores: torch.Tensor, k: int, temperature: float = 0.5
     if not 1 <= k <= n:
         raise ValueError(f"k={k} outside [1, {n}]")
     scores = scores.float()
-    hard = topk_mask(scores.detach(), k)
     if k == n:
-        return hard + 0.0 * scores  # nothing to choose; keep the graph so callers can backprop
+        return torch.ones_like(scores) + 0.0 * scores  # nothing to choose; keep the graph for backprop
     z = (scores - scores.mean(1, keepdim=True)) / (scores.std(1, keepdim=True) + 1e-6)
+    if noise > 0:  # the same surrogate, centred on the perturbed cut
+        u = torch.rand_like(z).clamp_(1e-9, 1 - 1e-9)
+        z = z - noise * torch.log(-torch.log(u))
+    hard = topk_mask((z if noise > 0 else scores).detach(), k)
     top = z.detach().topk(k + 1, dim=1).values  # [B, k+1] descending
     tau = 0.5 * (top[:, k - 1:k] + top[:, k:k + 1])  # midway between the k-th and the (k+1)-th
     soft = torch.sigmoid((z - tau) / temperature)
