@@ -136,16 +136,27 @@ def _columns(per_frame: list, frames: np.ndarray, box: tuple[int, int, int, int]
     dtype = arrays[0].dtype
     if all(m.dtype == dtype and m.flags.c_contiguous for m in arrays):
         # Concatenated as bytes: concatenating structured arrays promotes their fields pair by
-        # pair, which costs more than the copy.
-        mv = np.concatenate([m.view(np.uint8).reshape(-1) for m in arrays]).view(dtype)
+        # pair, which costs more than the copy. Into a reused buffer (the returned columns are
+        # all copies): a fresh one cost more in page faults than the copy itself.
+        chunks = [m.view(np.uint8).reshape(-1) for m in arrays]
+        raw = np.concatenate(chunks, out=scratch("columns", sum(c.size for c in chunks), np.uint8))
     else:
-        mv = np.concatenate(arrays)
+        joined = np.ascontiguousarray(np.concatenate(arrays))
+        raw, dtype = joined.view(np.uint8).reshape(-1), joined.dtype
+    mv = raw.view(dtype)
     row = np.repeat(np.array([r for r, _ in parts], np.int64), [len(m) for m in arrays])
+    if box is not None:
+        # Block [x - w/2, x + w/2) overlaps the box, in integers (twice the pixels). Whole records
+        # are then gathered as rows of bytes: one copy, where the structured array's own
+        # indexing is 20x slower (as rows of a 2-D byte array 4x) and field by field costs a gather
+        # per field.
+        x2, y2 = mv["dst_x"].astype(np.int32) * 2, mv["dst_y"].astype(np.int32) * 2
+        bw, bh = mv["w"].astype(np.int32), mv["h"].astype(np.int32)
+        inside = np.flatnonzero((x2 + bw > 2 * box[2]) & (x2 - bw < 2 * box[3])
+                                & (y2 + bh > 2 * box[0]) & (y2 - bh < 2 * box[1]))
+        mv = raw.view(np.dtype((np.void, dtype.itemsize))).take(inside).view(dtype)
+        row = row[inside]
     field = {k: mv[k] for k in ("source", "w", "h", "dst_x", "dst_y", "motion_x", "motion_y", "motion_scale")}
-    if box is not None:  # field by field (indexing the structured array copies 20x slower)
-        x, y, hw, hh = field["dst_x"], field["dst_y"], field["w"] / 2, field["h"] / 2
-        inside = np.flatnonzero((x + hw > box[2]) & (x - hw < box[3]) & (y + hh > box[0]) & (y - hh < box[1]))
-        field, row = {k: a[inside] for k, a in field.items()}, row[inside]
     scale = np.maximum(field["motion_scale"], 1).astype(np.float32)
     return {
         "f": frames[row], "row": row,
@@ -292,8 +303,11 @@ def _paint(v: dict[str, np.ndarray], disp: np.ndarray, nf: int, h: int, w: int,
         flow ``[nf, Hm, Wm, 2]`` and covered ``[nf, Hm, Wm]`` (cells any vector reached).
     """
     hm, wm = grid_shape(h, w, block)
-    bw, bh = v["bw"].astype(np.int64), v["bh"].astype(np.int64)
-    left, top = v["x"].astype(np.int64) - bw // 2, v["y"].astype(np.int64) - bh // 2  # exported as ints
+    # Integers (the block corners are exported as ints) of the smallest type that holds the cell
+    # index; every painting grid is a power of two pixels, so floor and ceiling are shifts.
+    ix = np.int32 if nf * (hm + 1) * (wm + 1) < 2**31 else np.int64
+    bw, bh = v["bw"].astype(ix), v["bh"].astype(ix)
+    left, top = v["x"].astype(ix) - (bw >> 1), v["y"].astype(ix) - (bh >> 1)
     unit = 8 if not np.any((left | top | bw | bh) & 7) else 4
     if block % unit == 0 or unit % block == 0:
         fine = unit
@@ -302,11 +316,71 @@ def _paint(v: dict[str, np.ndarray], disp: np.ndarray, nf: int, h: int, w: int,
     k = max(1, block // fine)  # fine cells per output cell (pooling)
     r = max(1, fine // block)  # output cells per fine cell (repeating)
     hf, wf = -(-hm // r) * k, -(-wm // r) * k
-    x0 = np.clip(left // fine, 0, wf)
-    x1 = np.clip(-(-(left + bw) // fine), 0, wf)
-    y0 = np.clip(top // fine, 0, hf)
-    y1 = np.clip(-(-(top + bh) // fine), 0, hf)
+    shift = fine.bit_length() - 1
+    x0 = np.clip(left >> shift, 0, wf)
+    x1 = np.clip((left + bw + (fine - 1)) >> shift, 0, wf)
+    y0 = np.clip(top >> shift, 0, hf)
+    y1 = np.clip((top + bh + (fine - 1)) >> shift, 0, hf)
     hc, wc = hf // k, wf // k
+    row = v["row"].astype(ix)
+    if k == 1:  # every footprint cell counts once: the common case (8-px partitions, 8-px grid)
+        flow, area = _paint_cells(row, x0, x1, y0, y1, disp, nf, hc, wc)
+    else:
+        flow, area = _paint_pooled(row, x0, x1, y0, y1, disp, nf, hc, wc, k)
+    covered = (area > 0).reshape(nf, hc, wc)
+    flow = flow.reshape(nf, hc, wc, 2)
+    if r > 1:
+        flow = flow.repeat(r, 1).repeat(r, 2)[:, :hm, :wm]
+        covered = covered.repeat(r, 1).repeat(r, 2)[:, :hm, :wm]
+    return flow, covered
+
+
+def _paint_cells(row: np.ndarray, x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray,
+                 disp: np.ndarray, nf: int, hc: int, wc: int) -> tuple[np.ndarray, np.ndarray]:
+    """``_paint`` when the painting grid is the output grid: each vector spreads over the cells
+    ``[y0, y1) x [x0, x1)`` of frame ``row`` with weight 1.
+
+    Listed cell by cell of the footprint (a 16-px block on an 8-px grid: 4 passes), counted
+    with one integer ``np.bincount``; when no cell holds two vectors (every P frame: H.264
+    partitions tile the picture) the field is an assignment, otherwise the sums are float32
+    ``np.add.at`` in vector order (the same sums as adding footprint group by group: bit for
+    bit with up to two terms per cell, both directions of a B block; within float32 rounding
+    with more).
+
+    Returns:
+        flow ``[nf * hc * wc, 2]`` float32 (means) and area ``[nf * hc * wc]`` (vectors per cell).
+    """
+    size = nf * hc * wc
+    base = (row * hc + y0) * wc + x0
+    nx, ny = x1 - x0, y1 - y0
+    cells, vals = [], []
+    for dy in range(int(ny.max(initial=0))):
+        for dx in range(int(nx.max(initial=0))):
+            at = np.flatnonzero((ny > dy) & (nx > dx))
+            if at.size:
+                cells.append(base[at] + (dy * wc + dx))
+                vals.append(at)
+    flow = np.zeros((size, 2), np.float32)
+    if not cells:
+        return flow, np.zeros(size, np.int64)
+    cell, which = np.concatenate(cells), np.concatenate(vals)
+    area = np.bincount(cell, minlength=size)
+    if area.max() <= 1:  # (dx, dy) pairs moved as one 8-byte item: 1-D take and put, 5x faster
+        pairs = np.ascontiguousarray(disp, np.float32).view(np.uint64).reshape(-1)
+        flow.view(np.uint64).reshape(-1).put(cell, pairs.take(which))
+        return flow, area
+    d = disp[which]
+    np.add.at(flow[:, 0], cell, d[:, 0])
+    np.add.at(flow[:, 1], cell, d[:, 1])
+    shared = np.flatnonzero(area > 1)
+    flow[shared] /= area[shared, None].astype(np.float32)
+    return flow, area
+
+
+def _paint_pooled(row: np.ndarray, x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray,
+                  disp: np.ndarray, nf: int, hc: int, wc: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``_paint`` when ``k x k`` painting cells pool into one output cell (flow ``[nf*hc*wc, 2]``,
+    covered area ``[nf*hc*wc]`` in painting cells)."""
     size = nf * hc * wc
     # Sums of area x vector and the covered area per cell. Vectors sharing the shape of their
     # fine-cell footprint and its phase within the output cells cover the same output cells
@@ -317,7 +391,7 @@ def _paint(v: dict[str, np.ndarray], disp: np.ndarray, nf: int, h: int, w: int,
     area.fill(0)
     nx, ny, px, py = x1 - x0, y1 - y0, x0 % k, y0 % k
     key = ((nx * (int(ny.max()) + 1) + ny) * k + px) * k + py  # small: shapes x phases
-    base = (v["row"] * hc + y0 // k) * wc + x0 // k
+    base = (row * hc + y0 // k) * wc + x0 // k
     for g in np.flatnonzero(np.bincount(key)):
         members = np.flatnonzero(key == g)
         m = members[0]
@@ -334,12 +408,7 @@ def _paint(v: dict[str, np.ndarray], disp: np.ndarray, nf: int, h: int, w: int,
     # with several (both directions of a B block, pooled partitions) need the division.
     shared = np.flatnonzero(area > 1)
     flow[shared] /= area[shared, None]
-    flow = flow.reshape(nf, hc, wc, 2)
-    covered = (area > 0).reshape(nf, hc, wc)
-    if r > 1:
-        flow = flow.repeat(r, 1).repeat(r, 2)[:, :hm, :wm]
-        covered = covered.repeat(r, 1).repeat(r, 2)[:, :hm, :wm]
-    return flow, covered
+    return flow, area
 
 
 def _fill_holes(flow: np.ndarray, covered: np.ndarray, valid: np.ndarray, radius: int = FILL_RADIUS) -> None:
