@@ -223,7 +223,8 @@ def _reference_distance(frames: np.ndarray, types: list[str], v: dict[str, np.nd
     nf, h, w = frames.shape[:3]
     past, future = _candidates(types, nf)
     fut = v["dir"] > 0
-    dist = np.where(fut, future[v["f"], 0], past[v["f"], 0])  # the structural guess
+    # (rows read with take: 2-D fancy indexing of rows costs about 10x more)
+    dist = np.where(fut, future[:, 0].take(v["f"]), past[:, 0].take(v["f"]))  # the structural guess
     if not check:
         return dist
     # Checked: moving vectors whose block and reference block lie inside the picture (near the
@@ -242,7 +243,8 @@ def _reference_distance(frames: np.ndarray, types: list[str], v: dict[str, np.nd
         cand = np.where(fut[pick, None], future[v["f"][pick]], past[v["f"][pick]])  # [PROBE, C]
         if (_best_distance(frames, v, cand, pick) != dist[pick]).mean() <= PROBE_FARTHER:
             return dist  # (almost) no sign of farther references: the structural guess holds
-    cand = np.where(fut[sel, None], future[v["f"][sel]], past[v["f"][sel]])  # [M, C]
+    fs = v["f"].take(sel)
+    cand = np.where(fut.take(sel)[:, None], future.take(fs, axis=0), past.take(fs, axis=0))  # [M, C]
     dist[sel] = _best_distance(frames, v, cand, sel)
     return dist
 
@@ -484,4 +486,10 @@ def _fill_holes(flow: np.ndarray, covered: np.ndarray, valid: np.ndarray, radius
     box = corner(y1, x1) - corner(y0, x1) - corner(y1, x0) + corner(y0, x0)  # sum dx, sum dy, count
     ok = np.flatnonzero(box[:, 2] > 0.5)
     box = box[ok].astype(np.float64)  # (divided in float64 either way: the same rounding)
-    flow[frames[f[ok]], y[ok], x[ok]] = box[:, :2] / box[:, 2:]
+    pairs = box[:, :2] / box[:, 2:]
+    ff, yy, xx = frames.take(f.take(ok)), y.take(ok), x.take(ok)
+    if flow.flags.c_contiguous:  # (dx, dy) moved as one 8-byte item: a 1-D put, 5x faster
+        at = (ff * hm + yy) * wm + xx
+        flow.reshape(-1, 2).view(np.uint64).reshape(-1).put(at, pairs.astype(np.float32).view(np.uint64).reshape(-1))
+    else:
+        flow[ff, yy, xx] = pairs
