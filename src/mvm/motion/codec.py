@@ -90,6 +90,15 @@ def codec_frames(decoded: DecodedVideo, frames: np.ndarray, block: int = 4, chec
         flow ``[n, Hm, Wm, 2]`` float32 (``[n, r1-r0, c1-c0, 2]`` with ``cells``; zeros on
         invalid frames) and valid ``[n]`` bool.
     """
+    flow, covered, valid = painted_frames(decoded, frames, block, check_refs, cells)
+    _fill_holes(flow, covered, valid)
+    return flow, valid
+
+
+def painted_frames(decoded: DecodedVideo, frames: np.ndarray, block: int = 4, check_refs: bool = True,
+                   cells: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``codec_frames`` before hole filling: flow ``[n, Hm, Wm, 2]`` (zero where no vector
+    reached), covered ``[n, Hm, Wm]`` bool (cells a vector reached), valid ``[n]`` bool."""
     h, w = decoded.frames.shape[1:3]
     hm, wm = grid_shape(h, w, block)
     r0, r1, c0, c1 = (0, hm, 0, wm) if cells is None else cells
@@ -98,18 +107,19 @@ def codec_frames(decoded: DecodedVideo, frames: np.ndarray, block: int = 4, chec
     mvs = [decoded.motion_vectors[f] if f < len(decoded.motion_vectors) else None for f in frames]
     flow = np.zeros((n, r1 - r0, c1 - c0, 2), np.float32)
     valid = np.array([mv is not None and len(mv) > 0 for mv in mvs], bool)
+    nothing = flow, np.zeros(flow.shape[:3], bool), np.zeros(n, bool)
     if not valid.any():
-        return flow, valid
+        return nothing
     # only the blocks that reach the cells (a block is kept or dropped whole)
     v = _columns(mvs, frames, None if cells is None else (r0 * block, r1 * block, c0 * block, c1 * block))
     if v["f"].size == 0:
-        return flow, np.zeros(n, bool)
+        return nothing
     if (v["dir"] > 0).any():
         v = _drop_unused_partitions(v)
     dist = _reference_distance(decoded.frames, decoded.pict_types, v, check_refs)
     keep = dist > 0  # references outside the decoded frames cannot be placed in time
     if not keep.any():  # every reference lies outside the decoded frames (a window's first frames)
-        return flow, np.zeros(n, bool)
+        return nothing
     if not keep.all():
         v, dist = {k: a[keep] for k, a in v.items()}, dist[keep]
     # P (past ref): content at src is now at dst -> dst - src = -off; B (future): src - dst = +off.
@@ -121,8 +131,7 @@ def codec_frames(decoded: DecodedVideo, frames: np.ndarray, block: int = 4, chec
     flow, covered = _paint(v, disp, n, h, w, block)
     # Frames mostly without vectors (scene cuts coded intra) are filled from their neighbours.
     valid &= covered.reshape(n, -1).mean(1) >= MIN_COVERED
-    _fill_holes(flow, covered, valid)
-    return flow, valid
+    return flow, covered, valid
 
 
 def _columns(per_frame: list, frames: np.ndarray, box: tuple[int, int, int, int] | None = None
