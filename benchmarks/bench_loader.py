@@ -13,9 +13,10 @@ process, one thread, the variants interleaved round by round on the same items:
 - ``plain``: items without motion; ``motion``: with codec motion (``motion_for_clips``, only
   where the crops read it);
 - ``motion_prev``: the same items with ``mvm.motion`` as it was at git revision ``--prev``
-  (default fa25cde, before the field was made cheap; loaded from git into a scratch package)
-  and that revision's decode window (always the stride before the clip), on the current
-  decoder; skipped with ``--prev ''``;
+  (default fa25cde, before the field was made cheap; loaded from git into a scratch package),
+  on the current decoder; a revision whose ``motion_for_clips`` takes the crop ``region`` gets
+  today's decode window and region (only the field code differs), an older one its own window
+  (always the stride before the clip) and the whole frame; skipped with ``--prev ''``;
 
 each at ``data.repeat`` 1 and 4. Reports clips/s (wall and CPU time; the CPU figure is the one
 to trust on a shared machine) and the motion overhead. ``cores_per_h100`` divides the model-only
@@ -29,7 +30,9 @@ cache (``data.cache_mb``), clips/s per epoch.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
+import inspect
 import json
 import subprocess
 import sys
@@ -129,6 +132,7 @@ def real_footage(args: argparse.Namespace) -> dict:
     files = make_kinetics_like(args.real, args.footage)
     grid = TokenGrid.from_clip(args.frames, args.size, 2, 16)
     prev_motion = motion_at(args.prev) if args.prev else None
+    prev_region = prev_motion is not None and "region" in inspect.signature(prev_motion).parameters
     result: dict = {}
     for enc, paths in files.items():
         entries = [(str(p), 0) for p in paths]
@@ -144,13 +148,22 @@ def real_footage(args: argparse.Namespace) -> dict:
         def prev(ds: VideoDataset, i: int) -> None:  # the item with the motion path at --prev
             rngs = ds.clip_rngs(i)
             entry = ds.entries[i % len(ds.entries)]
-            datasets.motion_start = lambda start, stride, _keys: max(0, start - stride)  # its window
-            try:
+            if prev_region:  # a revision with the crop region: today's window and region
                 window, clips = ds._decode(entry, rngs)
-            finally:
-                datasets.motion_start = motion_start
+                h, w = window.frames.shape[1:3]
+                boxes = [ds.transform.crop_box(h, w, copy.deepcopy(rng)) for rng in rngs]
+                region = (min(b[0] for b in boxes), max(b[0] + b[2] for b in boxes),
+                          min(b[1] for b in boxes), max(b[1] + b[3] for b in boxes))
+                fields = prev_motion(window, clips, "codec", entry.path, region=region)
+            else:  # older: the stride before the clip always, the whole frame
+                datasets.motion_start = lambda start, stride, _keys: max(0, start - stride)
+                try:
+                    window, clips = ds._decode(entry, rngs)
+                finally:
+                    datasets.motion_start = motion_start
+                fields = prev_motion(window, clips, "codec", entry.path)
             videos, motions = [], []
-            for idx, rng, (m, block) in zip(clips, rngs, prev_motion(window, clips, "codec", entry.path)):
+            for idx, rng, (m, block) in zip(clips, rngs, fields):
                 video, m = ds.transform(window.frames[idx], m, rng, block=block)
                 videos.append(video)
                 motions.append(to_token_grid(m, grid).float())
