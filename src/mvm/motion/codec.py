@@ -384,35 +384,39 @@ def _paint_cells(row: np.ndarray, x0: np.ndarray, x1: np.ndarray, y0: np.ndarray
     """``_paint`` when the painting grid is the output grid: each vector spreads over the cells
     ``[y0, y1) x [x0, x1)`` of frame ``row`` with weight 1.
 
-    Listed cell by cell of the footprint (a 16-px block on an 8-px grid: 4 passes), counted
-    with one integer ``np.bincount``; when no cell holds two vectors (every P frame: H.264
-    partitions tile the picture) the field is an assignment, otherwise the sums are float32
-    ``np.add.at`` in vector order (the same sums as adding footprint group by group: bit for
-    bit with up to two terms per cell, both directions of a B block; within float32 rounding
-    with more).
+    Listed cell by cell of the footprint (a 16-px block on an 8-px grid: 4 passes); when no
+    cell holds two vectors (every P frame: H.264 partitions tile the picture) the field is an
+    assignment, otherwise the sums are float32 ``np.add.at`` in vector order (the same sums as
+    adding footprint group by group: bit for bit with up to two terms per cell, both
+    directions of a B block; within float32 rounding with more).
 
     Returns:
-        flow ``[nf * hc * wc, 2]`` float32 (means) and area ``[nf * hc * wc]`` (vectors per cell).
+        flow ``[nf * hc * wc, 2]`` float32 (means) and area ``[nf * hc * wc]`` (> 0 where covered).
     """
     size = nf * hc * wc
     base = (row * hc + y0) * wc + x0
     nx, ny = x1 - x0, y1 - y0
-    cells, vals = [], []
+    flow = np.zeros((size, 2), np.float32)
+    # The (cell, vector) pairs, footprint offset by footprint offset, written into one buffer.
+    total = int(np.dot(nx.astype(np.int64), ny))
+    cell = np.empty(total, base.dtype)
+    which = np.empty(total, np.int64)
+    n = 0
     for dy in range(int(ny.max(initial=0))):
         for dx in range(int(nx.max(initial=0))):
             at = np.flatnonzero((ny > dy) & (nx > dx))
-            if at.size:
-                cells.append(base[at] + (dy * wc + dx))
-                vals.append(at)
-    flow = np.zeros((size, 2), np.float32)
-    if not cells:
-        return flow, np.zeros(size, np.int64)
-    cell, which = np.concatenate(cells), np.concatenate(vals)
-    area = np.bincount(cell, minlength=size)
-    if area.max() <= 1:  # (dx, dy) pairs moved as one 8-byte item: 1-D take and put, 5x faster
+            np.add(base.take(at), dy * wc + dx, out=cell[n:n + at.size])
+            which[n:n + at.size] = at
+            n += at.size
+    # Cells reached, as a byte stamp: as many stamped cells as pairs means no cell holds two
+    # vectors (cheaper than counting per cell, which only the shared case needs).
+    stamp = np.zeros(size, np.uint8)
+    stamp.put(cell, 1)
+    if int(np.count_nonzero(stamp)) == total:  # (dx, dy) pairs moved as one 8-byte item: 1-D take and put
         pairs = np.ascontiguousarray(disp, np.float32).view(np.uint64).reshape(-1)
         flow.view(np.uint64).reshape(-1).put(cell, pairs.take(which))
-        return flow, area
+        return flow, stamp
+    area = np.bincount(cell, minlength=size)
     d = disp[which]
     np.add.at(flow[:, 0], cell, d[:, 0])
     np.add.at(flow[:, 1], cell, d[:, 1])
