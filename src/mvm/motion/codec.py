@@ -28,6 +28,7 @@ marked invalid.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -203,10 +204,16 @@ def _drop_unused_partitions(v: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _candidates(types: list[str], nf: int) -> tuple[np.ndarray, np.ndarray]:
-    """``[nf, C]`` candidate distances for past and for future references (0 = none).
+    """``[nf, C]`` candidate distances for past and for future references (0 = none), read-only.
 
     Column 0 is the structural guess (the nearest I/P frame in that direction; 0 when none is
-    decoded, which drops the vector), then 1..3 frames and the next-nearest I/P frames."""
+    decoded, which drops the vector), then 1..3 frames and the next-nearest I/P frames. Kept per
+    picture-type pattern: a stream's windows repeat a few patterns (GOP phase and length)."""
+    return _candidates_of(tuple(types[:nf]), nf)
+
+
+@functools.lru_cache(maxsize=256)
+def _candidates_of(types: tuple[str, ...], nf: int) -> tuple[np.ndarray, np.ndarray]:
     frame = np.arange(nf)
     anchors = np.array([i for i in range(nf) if i < len(types) and types[i] in "IP?"], np.int64)
     padded = np.concatenate([[-(10**9)] * ANCHORS, anchors, [10**9] * ANCHORS])  # sentinels: out of range
@@ -222,6 +229,7 @@ def _candidates(types: list[str], nf: int) -> tuple[np.ndarray, np.ndarray]:
         cand[cand[:, 0] == 0] = 0  # no I/P frame that way: the reference is out of reach
         for j in range(1, cand.shape[1]):  # blank repeats so each distance is tried once
             cand[:, j][(cand[:, j, None] == cand[:, :j]).any(1)] = 0
+        cand.flags.writeable = False  # shared by every window with this pattern
         tables.append(cand)
     return tables[0], tables[1]
 
