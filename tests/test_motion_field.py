@@ -125,6 +125,15 @@ def test_token_grid_averages_tubelets_and_patches():
     assert batched.shape == (3, 2, 2, 3, 2) and torch.equal(batched[1], tokens)
 
 
+def test_token_grid_is_the_mean_over_each_tokens_frames_and_cells():
+    grid = TokenGrid(t=3, h=2, w=3, tubelet=2, patch=8)
+    motion = torch.randn(6, 8, 12, 2, generator=torch.Generator().manual_seed(0))  # 4x4 cells per token
+    want = torch.stack([torch.stack([torch.stack([
+        motion[2 * k:2 * k + 2, 4 * i:4 * i + 4, 4 * j:4 * j + 4].reshape(-1, 2).mean(0)
+        for j in range(3)]) for i in range(2)]) for k in range(3)])
+    torch.testing.assert_close(to_token_grid(motion, grid), want, rtol=0, atol=1e-6)
+
+
 def test_token_grid_pools_block_fields_and_rejects_wrong_shapes():
     grid = TokenGrid(t=2, h=2, w=2, tubelet=2, patch=16)
     block_field = torch.ones(4, 7, 9, 2)  # e.g. a 4-px block field of a 28x36 crop: not divisible

@@ -383,12 +383,15 @@ def to_token_grid(motion: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
         raise ValueError(f"motion has {t} frames, the token grid covers {grid.frames}")
     if hs < grid.h or ws < grid.w:
         raise ValueError(f"motion field {hs}x{ws} is coarser than the token grid {grid.h}x{grid.w}")
-    x = m.float().permute(0, 4, 1, 2, 3)  # [B, 2, T, Hs, Ws]
     if hs % grid.h == 0 and ws % grid.w == 0:
-        x = x.reshape(b, 2, grid.t, grid.tubelet, grid.h, hs // grid.h, grid.w, ws // grid.w).mean((3, 5, 7))
+        # Summed one axis at a time in the given layout (the same means as .mean over the three
+        # axes of a permuted copy, up to float32 rounding, at a third of the cost).
+        ph, pw = hs // grid.h, ws // grid.w
+        x = m.float().reshape(b, grid.t, grid.tubelet, grid.h, ph, grid.w, pw, 2)
+        out = x.sum(2).sum(3).sum(4) / (grid.tubelet * ph * pw)  # [B, t, h, w, 2]
     else:
-        x = F.adaptive_avg_pool3d(x, (grid.t, grid.h, grid.w))
-    out = x.permute(0, 2, 3, 4, 1).contiguous()  # [B, t, h, w, 2]
+        x = F.adaptive_avg_pool3d(m.float().permute(0, 4, 1, 2, 3), (grid.t, grid.h, grid.w))
+        out = x.permute(0, 2, 3, 4, 1).contiguous()  # [B, t, h, w, 2]
     return out if batched else out[0]
 
 
