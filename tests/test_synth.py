@@ -142,3 +142,30 @@ def test_object_masks_follow_the_object(tmp_path):
     make_synthetic(tmp_path / "plain", clips=8, val_clips=0, frames=4, size=16)
     with pytest.raises(FileNotFoundError, match="00000.mask.npz"):
         load_object_mask(tmp_path / "plain" / "train" / "00000.mp4")
+
+
+def test_fixed_camera_keeps_the_background_still_and_the_object_moving():
+    """``pan=0``: a background pixel far from the object never changes; the object still moves as
+    its class says; other draws (shape, colours, start) are those of the panning clip."""
+    from mvm.data.synth import render_clip_with_mask
+
+    size, frames = 32, 8
+    for label in range(len(CLASSES)):
+        still, meta0, mask = render_clip_with_mask(label, np.random.default_rng([5, label]), frames, size, pan=0.0)
+        _, meta1, _ = render_clip_with_mask(label, np.random.default_rng([5, label]), frames, size)
+        near = mask.any(0)  # pixels the object ever covers, grown by 2 px for its soft edge
+        near = np.logical_or.reduce([np.roll(near, (dy, dx), (0, 1)) for dy in range(-2, 3) for dx in range(-2, 3)])
+        never = ~near
+        diff = np.abs(np.diff(still.astype(np.int16), axis=0)).max(0).max(-1)  # [S, S]
+        assert diff[never].max() == 0
+        assert meta0["radius"] == meta1["radius"]  # same draws, only the camera differs
+        assert np.abs(np.diff(still.astype(np.int16), axis=0)).mean() > 0.1  # the object moves
+
+
+def test_pan_is_recorded_only_when_not_the_default(tmp_path):
+    make_synthetic(tmp_path / "a", clips=2, val_clips=0, frames=2, size=16)
+    make_synthetic(tmp_path / "b", clips=2, val_clips=0, frames=2, size=16, pan=0.0)
+    assert "pan" not in json.loads((tmp_path / "a" / "synth.json").read_text())["args"]
+    assert json.loads((tmp_path / "b" / "synth.json").read_text())["args"]["pan"] == 0.0
+    with pytest.raises(ValueError, match="pan"):
+        make_synthetic(tmp_path / "c", clips=2, pan=-1.0)

@@ -1,7 +1,7 @@
 """The built-in synthetic motion dataset: the class is the motion, never the appearance.
 
 Every clip shows one textured object over a textured background, seen by a camera that pans
-slowly (0-1 px/frame in a random direction). The object's motion relative to the background is
+slowly (0-1 px/frame in a random direction; ``pan`` scales that, 0 is a fixed camera). The object's motion relative to the background is
 the class: it moves right, left, up or down (1.5-3 px/frame at 64 px, scaled with ``size``),
 rotates clockwise or counter-clockwise (its outline moving 1.5-3 px/frame), or approaches
 (grows about 4x over the clip) or recedes (shrinks as much). Shape, size, colours, textures, pan
@@ -74,11 +74,12 @@ def _shape_distance(kind: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.maximum(au, av / 0.55)  # bar
 
 
-def _trajectory(label: str, rng: np.random.Generator, frames: int, size: int) -> dict[str, np.ndarray]:
+def _trajectory(label: str, rng: np.random.Generator, frames: int, size: int,
+                pan_scale: float = 1.0) -> dict[str, np.ndarray]:
     """Per-frame object centre (screen, before wrapping), angle, radius, and the camera pan."""
     t = np.arange(frames, dtype=np.float64)
     k = size / 64.0
-    pan = rng.uniform(0.0, 1.0) * k * np.array([np.cos(a := rng.uniform(0, 2 * np.pi)), np.sin(a)])
+    pan = rng.uniform(0.0, 1.0) * pan_scale * k * np.array([np.cos(a := rng.uniform(0, 2 * np.pi)), np.sin(a)])
     speed = rng.uniform(1.5, 3.0) * k
     centre0 = rng.uniform(0.3, 0.7, 2) * size
     angle = np.full(frames, rng.uniform(0, 2 * np.pi))
@@ -110,10 +111,11 @@ def render_clip(label: int, rng: np.random.Generator, frames: int, size: int) ->
 
 
 def render_clip_with_mask(label: int, rng: np.random.Generator, frames: int,
-                          size: int) -> tuple[np.ndarray, dict, np.ndarray]:
+                          size: int, pan: float = 1.0) -> tuple[np.ndarray, dict, np.ndarray]:
     """:func:`render_clip` plus the object's per-frame mask ``[frames, size, size]`` bool (its
-    coverage > 1/2, so the soft one-pixel edge splits evenly)."""
-    traj = _trajectory(CLASSES[label], rng, frames, size)
+    coverage > 1/2, so the soft one-pixel edge splits evenly). ``pan`` scales the camera's pan
+    (the same random draws at every value, so only the camera speed changes)."""
+    traj = _trajectory(CLASSES[label], rng, frames, size, pan)
     video = _background(rng, size, traj["camera"])  # [F, S, S, 3]
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
     # Object coordinates: offset from the (wrapped) centre, rotated back and scaled to units.
@@ -148,6 +150,17 @@ def render_clip_with_mask(label: int, rng: np.random.Generator, frames: int,
     return (video + 0.5).astype(np.uint8), meta, alpha[..., 0] > 0.5
 
 
+def recorded_args(args: dict) -> dict:
+    """``make_synthetic``'s arguments as ``synth.json`` records them: options at their defaults
+    (``object_masks`` off, ``pan`` 1) are left out, so sets made before the options compare equal."""
+    out = {k: v for k, v in args.items() if k not in ("object_masks", "pan", "workers")}
+    if args.get("object_masks"):
+        out["object_masks"] = True
+    if args.get("pan", 1.0) != 1.0:
+        out["pan"] = args["pan"]
+    return out
+
+
 def object_mask_path(video_path: str | os.PathLike) -> Path:
     """Where ``--object-masks`` writes a clip's mask: ``NNNNN.mp4`` -> ``NNNNN.mask.npz``."""
     p = Path(video_path)
@@ -169,9 +182,9 @@ def load_object_mask(video_path: str | os.PathLike) -> np.ndarray:
 
 def _make_clip(job: tuple) -> dict:
     """Render and encode one clip (runs in a worker process when ``workers > 1``)."""
-    out_dir, split, index, label, frames, size, seed, gop, bframes, refs, object_masks = job
+    out_dir, split, index, label, frames, size, seed, gop, bframes, refs, object_masks, pan = job
     rng = np.random.default_rng([seed, _SPLITS[split], index])
-    video, meta, mask = render_clip_with_mask(label, rng, frames, size)
+    video, meta, mask = render_clip_with_mask(label, rng, frames, size, pan)
     rel = f"{split}/{index:05d}.mp4"
     encode_video(Path(out_dir) / rel, video, gop=gop, bframes=bframes, refs=refs)
     if object_masks:
@@ -197,6 +210,7 @@ def make_synthetic(
     refs: int = 1,
     object_masks: bool = False,
     workers: int = 1,
+    pan: float = 1.0,
 ) -> dict:
     """Write the synthetic set into ``out_dir``.
 
@@ -206,7 +220,8 @@ def make_synthetic(
     object centre, radius and bounding box). Clip ``i`` of a split has label ``i % 8`` (balanced).
     With ``object_masks``, each clip's per-frame object mask goes beside it as ``NNNNN.mask.npz``
     (key ``mask``, ``[frames, size, size]`` bool; :func:`load_object_mask`).
-    The list files are written last, so their presence means the set is complete.
+    ``pan`` scales the camera pan (1: 0-1 px/frame at 64 px, the default; 0: a fixed camera, as
+    in surveillance footage). The list files are written last, so their presence means the set is complete.
 
     Returns:
         a summary dict (out_dir, counts, classes, seconds, bytes).
@@ -216,6 +231,8 @@ def make_synthetic(
                          f"val_clips={val_clips}, frames={frames}, size={size}")
     if size % 2:
         raise ValueError(f"size must be even for H.264 (yuv420p), got {size}")
+    if pan < 0:
+        raise ValueError(f"pan must be >= 0, got {pan}")
     if gop < 1 or bframes < 0 or refs < 1:
         raise ValueError(f"need gop >= 1, bframes >= 0, refs >= 1; got gop={gop}, bframes={bframes}, refs={refs}")
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
@@ -226,7 +243,7 @@ def make_synthetic(
     for split, n in (("train", clips), ("val", val_clips)):
         (out / split).mkdir(parents=True, exist_ok=True)
         jobs[split] = [(str(out), split, i, i % len(CLASSES), frames, size, seed, gop, bframes, refs,
-                        object_masks)
+                        object_masks, pan)
                        for i in range(n)]
     every = jobs["train"] + jobs["val"]
     if workers > 1:
@@ -236,10 +253,8 @@ def make_synthetic(
         results = [_make_clip(job) for job in every]
     by_split = {"train": results[:clips], "val": results[clips:]}
     (out / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    args = {"clips": clips, "val_clips": val_clips, "frames": frames, "size": size, "seed": seed,
-            "gop": gop, "bframes": bframes, "refs": refs}
-    if object_masks:  # recorded only when set, so sets made before the option compare equal
-        args["object_masks"] = True
+    args = recorded_args({"clips": clips, "val_clips": val_clips, "frames": frames, "size": size, "seed": seed,
+                          "gop": gop, "bframes": bframes, "refs": refs, "object_masks": object_masks, "pan": pan})
     summary = {"out_dir": str(out), "train": clips, "val": val_clips, "classes": list(CLASSES),
                "frames": frames, "size": size,
                "bytes": sum((out / r["path"]).stat().st_size for r in results)}

@@ -40,7 +40,7 @@ def prepare_synthetic_with_masks(cfg: Config) -> None:
     """With no ``data.train``, the built-in synthetic set with object masks (made if absent)."""
     if cfg.data.train:
         return
-    from mvm.data.synth import make_synthetic
+    from mvm.data.synth import make_synthetic, recorded_args
 
     root = Path(cfg.data.synth_dir)
     wanted = {**dataclasses.asdict(cfg.synth), "object_masks": True}
@@ -48,7 +48,7 @@ def prepare_synthetic_with_masks(cfg: Config) -> None:
         made_with = json.loads((root / "synth.json").read_text())["args"]
     except (OSError, ValueError, KeyError):
         made_with = None
-    if made_with != wanted or not (root / "train.csv").is_file() or not (root / "val.csv").is_file():
+    if made_with != recorded_args(wanted) or not (root / "train.csv").is_file() or not (root / "val.csv").is_file():
         log.info("generating the synthetic set with object masks in %s", root)
         for name in ("train.csv", "val.csv"):  # the lists mark a complete set
             (root / name).unlink(missing_ok=True)

@@ -33,13 +33,13 @@ def prepare_data_paths(cfg: Config) -> None:
     """With no ``data.train``, point the run at the built-in synthetic set, generating it if absent."""
     if cfg.data.train:
         return
-    from mvm.data.synth import make_synthetic
+    from mvm.data.synth import make_synthetic, recorded_args
 
     root = Path(cfg.data.synth_dir)
-    wanted = dataclasses.asdict(cfg.synth)  # exactly make_synthetic's arguments, as synth.json records them
+    wanted = dataclasses.asdict(cfg.synth)  # exactly make_synthetic's arguments
     complete = (root / "train.csv").is_file() and (root / "val.csv").is_file()
     made_with = _synth_args(root)
-    if complete and made_with not in (None, wanted):
+    if complete and made_with not in (None, recorded_args(wanted)):
         log.warning("the synthetic set in %s was made with %s; the config asks for %s: generating it again",
                     root, made_with, wanted)
         for name in ("train.csv", "val.csv"):  # the lists mark a complete set: gone until it is one
