@@ -182,8 +182,11 @@ def real_footage(args: argparse.Namespace) -> dict:
         cpu = dict.fromkeys(variants, 0.0)
         clips = dict.fromkeys(variants, 0)
         for rnd in range(args.rounds):  # interleaved: every variant sees the same load and items
+            # in forward order on even rounds, backward on odd ones: a variant that runs right
+            # after another read the same file finds it warmer (caches), worth a few percent
+            order = list(variants.items())[::1 if rnd % 2 == 0 else -1]
             for i in range(rnd * len(paths), (rnd + 1) * len(paths)):
-                for name, (r, fn) in variants.items():
+                for name, (r, fn) in order:
                     w0, c0 = time.perf_counter(), time.process_time()
                     fn(i)
                     wall[name] += time.perf_counter() - w0
