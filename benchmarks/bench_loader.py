@@ -113,16 +113,21 @@ def make_kinetics_like(real: Path, out: Path, seconds: float = 10.0, short: int 
 
 
 def motion_at(rev: str):
-    """``motion_for_clips`` of ``mvm.motion`` (codec.py, field.py) at git revision ``rev``."""
+    """``motion_for_clips`` of ``mvm.motion`` (codec.py, field.py, paint.py) at git revision ``rev``."""
     root = Path(__file__).resolve().parents[1]
     pkg = Path(tempfile.mkdtemp(prefix="mvm_prev_")) / "mvm_prev_motion"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    for name in ("codec", "field"):
+    listed = subprocess.run(["git", "ls-tree", "--name-only", rev, "src/mvm/motion/"], cwd=root, check=True,
+                            capture_output=True, text=True).stdout.split()
+    for name in ("codec", "field", "paint"):  # paint.py: split out of codec.py on 2026-11-23
+        if f"src/mvm/motion/{name}.py" not in listed:
+            continue
         src = subprocess.run(["git", "show", f"{rev}:src/mvm/motion/{name}.py"], cwd=root, check=True,
                              capture_output=True, text=True).stdout
-        (pkg / f"{name}.py").write_text(src.replace("from mvm.motion.field", "from mvm_prev_motion.field")
-                                        .replace("from mvm.motion.codec", "from mvm_prev_motion.codec"))
+        for mod in ("field", "codec", "paint"):
+            src = src.replace(f"from mvm.motion.{mod}", f"from mvm_prev_motion.{mod}")
+        (pkg / f"{name}.py").write_text(src)
     sys.path.insert(0, str(pkg.parent))
     return importlib.import_module("mvm_prev_motion.field").motion_for_clips
 

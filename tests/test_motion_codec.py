@@ -17,7 +17,8 @@ import pytest
 
 from mvm.data.video_io import decode_video, encode_video
 from mvm.motion import codec as codec_mod
-from mvm.motion.codec import _fill_holes, codec_field, codec_frames
+from mvm.motion.codec import codec_field, codec_frames
+from mvm.motion.paint import fill_holes
 
 SIZE, FRAMES, SQUARE, START = 64, 16, 24, 20
 
@@ -186,7 +187,7 @@ def test_intra_holes_take_the_mean_of_nearby_vectors():
     covered = np.ones((1, 5, 5), bool)
     covered[0, 2, 1] = False  # one intra cell among vectors of (2, 0)
     flow[0, 2, 1] = 0
-    _fill_holes(flow, covered, np.array([True]), radius=1)
+    fill_holes(flow, covered, np.array([True]), radius=1)
     # 3x3 window: 5 covered cells with (2, 0), 3 covered cells with (0, 0)
     np.testing.assert_allclose(flow[0, 2, 1], [10 / 8, 0], atol=1e-5)
     assert (flow[0, :, :2, 0][covered[0, :, :2]] == 2).all()  # covered cells are untouched

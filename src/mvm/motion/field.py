@@ -288,7 +288,7 @@ def _region_cells(region: tuple[int, int, int, int] | None, block: int, hm: int,
     """Grid cells ``(r0, r1, c0, c1)`` a crop of ``region`` reads (2 cells of slack for the
     bilinear resampling at its edges), and the cells to compute for them (plus the hole-filling
     reach); None when that is the whole grid."""
-    from mvm.motion.codec import FILL_RADIUS
+    from mvm.motion.paint import FILL_RADIUS
 
     if region is None:
         return (0, hm, 0, wm), None
