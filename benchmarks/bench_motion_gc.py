@@ -1,5 +1,6 @@
-"""Motion's cost per dataset item with and without the per-frame ``gc.collect(0)`` of
-``mvm.data.video_io._decode_frames``, interleaved in one process. Prints JSON.
+"""Motion's cost per dataset item with and without the ``gc.collect(0)`` of
+``mvm.data.video_io._decode_frames`` (once per decode since 2026-11-23's fourth session; once per
+frame before), interleaved in one process. Prints JSON.
 
     PYTHONPATH=src python benchmarks/bench_motion_gc.py [--items 30] [--encodings prepared x264]
 
@@ -9,6 +10,8 @@ Three variants only (no motion; motion as shipped; motion with the collection re
 a reference cycle in PyAV, so decoded frames wait for the cyclic collector; how much that costs
 depends on what else the process allocates, and bench_loader's eight interleaved variants (four
 of them at repeat 4) give the allocator another state than a loader worker has (docs/benchmarks.md).
+Interleaving in one process is itself such a state: ``bench_loader.py --part isolated`` times
+each variant in its own process, as a worker runs it, and is the figure to quote.
 """
 
 from __future__ import annotations

@@ -236,6 +236,21 @@ def test_video_loader_counts_clips_and_resumes_exactly(videos):
         video_loader(ds, 3, collate_items, 0, seed=5)
 
 
+def test_loader_workers_retain_their_heap(videos):
+    import platform
+    import subprocess
+    import sys
+
+    from mvm.data import loader
+
+    code = "from mvm.data.loader import retain_heap; print(retain_heap())"
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert got == str(platform.libc_ver()[0] == "glibc")  # no-op (False) off glibc
+    ds = VideoDataset([(str(videos / "v0.mp4"), 0)], GRID, _cfg(), train=True)
+    assert loader.video_loader(ds, 2, collate_items, 2, seed=0).worker_init_fn is loader._worker_init
+    assert loader.video_loader(ds, 2, collate_items, 0, seed=0).worker_init_fn is None
+
+
 def test_segments_sample_inside_their_span(tmp_path):
     frames = np.zeros((60, 32, 32, 3), np.uint8)
     frames[:, :, :, 0] = np.arange(60, dtype=np.uint8)[:, None, None] * 4  # red = 4 x frame number

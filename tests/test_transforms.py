@@ -35,6 +35,24 @@ def test_shapes_dtype_and_normalisation(train):
     assert out is None and video.shape == (3, 4, 32, 32)
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_out_buffer_gets_the_same_values(train):
+    frames = np.random.default_rng(4).integers(0, 255, (4, 48, 80, 3), dtype=np.uint8)
+    t = ClipTransform(32, train=train)
+    video, _ = t(frames, None, np.random.default_rng(7))
+    rows = torch.full((2, 3, 4, 32, 32), float("nan"))
+    got, _ = t(frames, None, np.random.default_rng(7), out=rows[1])
+    assert got.data_ptr() == rows[1].data_ptr() and torch.equal(rows[1], video)
+    assert rows[0].isnan().all()  # the other row is untouched
+    # the values are the normalisation (x / 255 - mean) / std
+    ref = ClipTransform(48, train=False)(frames[:, :, 16:64], None, np.random.default_rng(0))[0]
+    x = torch.from_numpy(np.ascontiguousarray(frames[:, :, 16:64])).permute(0, 3, 1, 2).float()
+    expected = ((x / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)).permute(1, 0, 2, 3)
+    assert torch.allclose(ref, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="out must be"):
+        t(frames, None, np.random.default_rng(7), out=torch.empty(3, 4, 32, 31))
+
+
 def test_eval_takes_the_centre_square_of_the_short_side():
     frames = _ramps(2, 40, 100)
     video, _ = ClipTransform(40, train=False)(frames, None, np.random.default_rng(0))

@@ -93,6 +93,22 @@ def test_seeking_decode_equals_full_decode(tmp_path, name, kw):
         decode_video(tmp_path / name, start=40)
 
 
+def test_keep_returns_only_the_asked_frames(tmp_path):
+    frames = np.random.default_rng(3).integers(0, 255, (40, 32, 48, 3), dtype=np.uint8)
+    encode_video(tmp_path / "v.mp4", frames, gop=8)
+    full = decode_video(tmp_path / "v.mp4")
+    pts = frame_index(tmp_path / "v.mp4")
+    keep = np.array([0, 4, 8, 12])
+    for start in (0, 3, 13):
+        part = decode_video(tmp_path / "v.mp4", start=start, max_frames=13, pts=pts, keep=keep)
+        assert part.start == start and part.num_frames == 4 and len(part.pict_types) == 4
+        assert np.array_equal(part.frames, full.frames[start + keep])
+        assert part.pict_types == [full.pict_types[start + k] for k in keep]
+    # max_frames counts every frame, kept or not: offsets past it are not returned
+    part = decode_video(tmp_path / "v.mp4", start=30, max_frames=9, pts=pts, keep=np.array([0, 4, 8, 12]))
+    assert np.array_equal(part.frames, full.frames[[30, 34, 38]])
+
+
 def test_image_folder_honours_start(tmp_path):
     from PIL import Image
 

@@ -159,15 +159,17 @@ class VideoDataset(torch.utils.data.Dataset):
             region = (min(b[0] for b in boxes), max(b[0] + b[2] for b in boxes),
                       min(b[1] for b in boxes), max(b[1] + b[3] for b in boxes))
             fields = _clips_motion(window, clips, self.motion_source, entry.path, region)
-        videos, motions = [], []
-        for idx, rng, (motion, block) in zip(clips, rngs, fields):
-            video, motion_t = self.transform(window.frames[idx], motion, rng, block=block)
-            videos.append(video)
+        # Repeats are written straight into their rows of one [R, 3, T, S, S] tensor (no stack copy).
+        s = self.transform.size
+        videos = torch.empty(len(clips), 3, len(clips[0]), s, s)
+        motions = []
+        for k, (idx, rng, (motion, block)) in enumerate(zip(clips, rngs, fields)):
+            _, motion_t = self.transform(window.frames[idx], motion, rng, block=block, out=videos[k])
             motions.append(torch.zeros(*self.grid.shape, 2) if motion_t is None
                            else _to_token_grid(motion_t, self.grid).float())
         if self.repeat == 1:
             return videos[0], motions[0]
-        return torch.stack(videos), torch.stack(motions)
+        return videos, torch.stack(motions)
 
     def info(self, path: str) -> VideoInfo:
         """Frame count, size and timestamps of a video, kept per process (LRU)."""
@@ -210,8 +212,15 @@ class VideoDataset(torch.utils.data.Dataset):
                 whole = decode_video(entry.path, with_motion=codec_mv)
                 self.cache.put(entry.path, whole)
             window = whole.window(lo, hi)
-        else:  # no cache, or a video larger than the budget: decode only the needed span
+        elif self.with_motion:  # no cache, or a video larger than the budget: decode only the needed span
             window = decode_video(entry.path, start=lo, max_frames=hi - lo, with_motion=codec_mv, pts=info.pts)
+        else:  # without motion only the clips' frames are needed in RGB (16 of a 61-frame span)
+            keep = np.unique(np.concatenate(clips)) - lo
+            window = decode_video(entry.path, start=lo, max_frames=hi - lo, pts=info.pts, keep=keep)
+            if window.num_frames == 0:
+                raise VideoDecodeError(entry.path, "no_frames", f"nothing decoded from frame {lo}")
+            # window.frames[j] is frame lo + keep[j]; a damaged tail repeats the last one decoded
+            return window, [np.minimum(np.searchsorted(keep, c - lo), window.num_frames - 1) for c in clips]
         if window.num_frames == 0:
             raise VideoDecodeError(entry.path, "no_frames", f"nothing decoded from frame {lo}")
         # The last frames can fail to decode (damaged tail): repeat the last one that did.

@@ -6,6 +6,9 @@ gives ``repeat`` clips); positions and resume points count clips, the sampler co
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import logging
 from collections.abc import Callable
 
 import torch
@@ -13,8 +16,39 @@ from torch.utils.data import DataLoader
 
 from mvm.data.sampling import EpochSampler
 
+log = logging.getLogger(__name__)
+
 #: Batches each worker prepares ahead (DataLoader ``prefetch_factor``).
 PREFETCH_BATCHES = 4
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def retain_heap() -> bool:
+    """Make glibc's malloc keep freed memory of this process for reuse (loader workers).
+
+    A dataset item allocates and frees buffers of 0.1-40 MB (decoded frames, the clip window,
+    float clips). With glibc's defaults, whether a freed buffer stays in the heap or goes back to
+    the kernel depends on the order of earlier allocations (its mmap threshold adapts), so the
+    next buffer is often fresh memory that page-faults on first touch: 4,000-10,000 faults per
+    item, a third of a worker's CPU time, and a different share from one process to the next
+    (docs/benchmarks.md, loader). A fixed 32 MB mmap threshold (glibc's largest) and a 1 GB trim
+    threshold keep every buffer below 32 MB in the heap. Cost: a worker keeps its peak heap
+    resident. Returns False where the C library has no ``mallopt`` (not glibc): nothing changes.
+    """
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    ok = bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    log.debug("loader worker heap retained: %s", ok)
+    return ok
+
+
+def _worker_init(_worker_id: int) -> None:
+    retain_heap()
 
 
 def video_loader(dataset: torch.utils.data.Dataset, batch_clips: int, collate: Callable[[list[dict]], dict],
@@ -49,6 +83,7 @@ def video_loader(dataset: torch.utils.data.Dataset, batch_clips: int, collate: C
                       collate_fn=collate, persistent_workers=workers > 0,
                       prefetch_factor=PREFETCH_BATCHES if workers > 0 else None,
                       pin_memory=torch.cuda.is_available(),
+                      worker_init_fn=_worker_init if workers > 0 else None,
                       # Its own generator: starting workers draws a seed, which must not move the
                       # global RNG that dropout and drop path use (resume would not be exact).
                       generator=torch.Generator().manual_seed(seed))

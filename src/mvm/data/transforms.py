@@ -77,7 +77,8 @@ class ClipTransform:
         return qy * hs, qx * ws, ch, cw
 
     def __call__(
-        self, frames: np.ndarray, motion: np.ndarray | None, rng: np.random.Generator, block: int | None = None
+        self, frames: np.ndarray, motion: np.ndarray | None, rng: np.random.Generator, block: int | None = None,
+        out: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Transform one clip.
 
@@ -87,6 +88,8 @@ class ClipTransform:
             rng: draws the crop and the flip (training only).
             block: the field's cell side in pixels, its cells starting at the top-left pixel
                 (``Hm = ceil(H / block)`` may overhang the frame); None: the cells tile the frame.
+            out: ``[3, T, S, S]`` float32 contiguous buffer to write the video into (e.g. one row
+                of an item's stacked repeats), or None for a new one.
 
         Returns:
             video ``[3, T, S, S]`` float32 normalised, and motion ``[T, S/4, S/4, 2]`` float32 in
@@ -97,7 +100,7 @@ class ClipTransform:
         _, h, w, _ = frames.shape
         y0, x0, ch, cw = self.crop_box(h, w, rng)
         flip = self.train and self.flip and bool(rng.random() < 0.5)
-        video = self._pixels(frames, y0, x0, ch, cw, flip)
+        video = self._pixels(frames, y0, x0, ch, cw, flip, out)
         out_motion = None
         if motion is not None:
             if motion.ndim != 4 or motion.shape[-1] != 2:
@@ -107,7 +110,8 @@ class ClipTransform:
             out_motion = self._motion(motion, extent, y0, x0, ch, cw, flip)
         return video, out_motion
 
-    def _pixels(self, frames: np.ndarray, y0: int, x0: int, ch: int, cw: int, flip: bool) -> torch.Tensor:
+    def _pixels(self, frames: np.ndarray, y0: int, x0: int, ch: int, cw: int, flip: bool,
+                out: torch.Tensor | None = None) -> torch.Tensor:
         s = self.size
         crop = torch.from_numpy(np.ascontiguousarray(frames[:, y0:y0 + ch, x0:x0 + cw]))
         x = crop.permute(0, 3, 1, 2)  # [T, 3, ch, cw] uint8, channels-last in memory
@@ -118,8 +122,17 @@ class ClipTransform:
                               antialias=ch > s or cw > s)
         if flip:
             x = x.flip(-1)
-        x = x.float() * self._a + self._b
-        return x.permute(1, 0, 2, 3).contiguous()  # [3, T, S, S]
+        # One float buffer, written once in the output layout and normalised in place: the same
+        # values as x.float() * a + b, without three more clip-sized temporaries (each a fresh
+        # allocation a loader worker pays page faults for; see docs/benchmarks.md, loader).
+        t = x.shape[0]
+        if out is None:
+            out = torch.empty(3, t, s, s)
+        elif out.shape != (3, t, s, s) or out.dtype != torch.float32 or not out.is_contiguous():
+            raise ValueError(f"out must be a contiguous float32 [3, {t}, {s}, {s}] tensor, got "
+                             f"{out.dtype} {tuple(out.shape)}")
+        out.copy_(x.permute(1, 0, 2, 3))  # uint8 -> float32, [T, 3, S, S] -> [3, T, S, S]
+        return out.mul_(self._a.view(3, 1, 1, 1)).add_(self._b.view(3, 1, 1, 1))
 
     def _motion(self, motion: np.ndarray, extent: tuple[int, int], y0: int, x0: int, ch: int, cw: int,
                 flip: bool) -> torch.Tensor:

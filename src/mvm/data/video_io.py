@@ -176,6 +176,7 @@ def decode_video(
     threads: int = 1,
     start: int = 0,
     pts: np.ndarray | None = None,
+    keep: np.ndarray | None = None,
 ) -> DecodedVideo:
     """Decode frames ``start .. start + max_frames - 1`` of a video file (or a folder of images).
 
@@ -193,6 +194,11 @@ def decode_video(
             idle cores, see ``_configure``); in training, parallelism comes from DataLoader workers.
         start: first frame to return (0-based).
         pts: the video's sorted frame timestamps from :func:`frame_index` (saves a demux pass).
+        keep: sorted offsets from ``start`` of the frames to return (e.g. a clip's 16 of the 61
+            frames its span covers); the others are decoded, as the codec needs them, but not
+            converted to RGB (the conversion and the stacking are a fifth of a training item).
+            ``frames``, ``motion_vectors`` and ``pict_types`` then hold the kept frames only, in
+            order, and ``max_frames`` still counts every frame. None: keep all.
 
     Returns:
         :class:`DecodedVideo` with ``start`` set to the index of its first frame.
@@ -220,7 +226,7 @@ def decode_video(
                 raise VideoDecodeError(path, "no_frames", f"frame {start} asked of a {len(pts)}-frame video")
             if pts is not None:
                 container.seek(int(pts[start]), backward=True, any_frame=False, stream=stream)
-                out = _decode_frames(container, stream, path, with_motion, max_frames, start, pts)
+                out = _decode_frames(container, stream, path, with_motion, max_frames, start, pts, keep)
             if out is None:  # no timestamps, or the seek missed: number frames by decoding from 0
                 log.debug("%s: cannot seek exactly; decoding from frame 0", path)
                 container.close()
@@ -228,7 +234,7 @@ def decode_video(
                 stream = container.streams.video[0]
                 _configure(stream, with_motion, threads)
         if out is None:
-            out = _decode_frames(container, stream, path, with_motion, max_frames, start, None)
+            out = _decode_frames(container, stream, path, with_motion, max_frames, start, None, keep)
         frames, mvs, types = out
         codec = stream.codec_context.name
     finally:
@@ -254,11 +260,15 @@ def _configure(stream: av.video.stream.VideoStream, with_motion: bool, threads: 
 
 
 def _decode_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: Path,
-                   with_motion: bool, max_frames: int | None, start: int, pts: np.ndarray | None
+                   with_motion: bool, max_frames: int | None, start: int, pts: np.ndarray | None,
+                   keep: np.ndarray | None = None,
                    ) -> tuple[list[np.ndarray], list[np.ndarray | None], list[str]] | None:
-    """Frames ``start ..`` in order. With ``pts`` a frame's index is its timestamp's rank and
-    None is returned when the first kept frame is not ``start`` (the seek missed); without,
-    frames are counted from the current position, which must be frame 0."""
+    """Frames ``start ..`` in order (only offsets in ``keep`` when given). With ``pts`` a frame's
+    index is its timestamp's rank and None is returned when the first frame from ``start`` on is
+    not ``start`` (the seek missed); without, frames are counted from the current position, which
+    must be frame 0."""
+    wanted = None if keep is None else {int(k) for k in keep}
+    seen = 0  # frames from `start` on, kept or not
     frames: list[np.ndarray] = []
     mvs: list[np.ndarray | None] = []
     types: list[str] = []
@@ -271,32 +281,37 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
                 position = int(np.searchsorted(pts, frame.pts))
                 if position < start:
                     continue
-                if position != start + len(frames):
+                if position != start + seen:
                     return None
             else:
                 position += 1
                 if position < start:
                     continue
+            seen += 1
+            if wanted is not None and seen - 1 not in wanted:
+                if max_frames is not None and seen >= max_frames:
+                    break
+                continue
             # One scaler thread: FFmpeg's default starts threads per frame, which fails with EAGAIN
             # under load (many loader workers) and only competes with the other workers for cores.
             frames.append(frame.to_ndarray(format="rgb24", threads=1))
             types.append(_pict_type(frame))
             sd = frame.side_data.get("MOTION_VECTORS") if with_motion else None
             mvs.append(_vectors(sd) if sd is not None and len(sd) else None)
-            if with_motion:
-                # frame.side_data is a reference cycle (PyAV's container and MotionVectors point
-                # back at the frame): collected only by the cyclic GC, decoded frames outlive the
-                # loop and the decoder cannot reuse their buffers (+10-12% decode time measured).
-                # A young-generation collection per frame frees the previous ones (a few us).
-                del sd
-                gc.collect(0)
-            if max_frames is not None and len(frames) >= max_frames:
+            del sd
+            if max_frames is not None and seen >= max_frames:
                 break
     except av.error.FFmpegError as e:
         # A truncated file decodes up to the damage; keep what came out if anything did.
         if not frames:
             raise VideoDecodeError(path, "decode_error", _why(e)) from e
         log.warning("%s: decoding stopped after %d frames: %s", path, len(frames), _why(e))
+    if with_motion:
+        # frame.side_data is a reference cycle (PyAV's container and MotionVectors point back at
+        # the frame), so the decoded frames wait for the cyclic GC. One young-generation
+        # collection per decode frees them. Not one per frame: in a fresh process (a loader
+        # worker) that cost +30-90% decode time and 4-7x the page faults (docs/benchmarks.md).
+        gc.collect(0)
     if pts is not None and not frames:
         return None
     return frames, mvs, types
