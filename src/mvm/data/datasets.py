@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
@@ -281,11 +282,23 @@ def stack_items(items: list[dict]) -> dict:
     motion = None
     if any(m is not None for m in motions):
         ref = next(m for m in motions if m is not None)
-        motion = torch.cat([m if m is not None else torch.zeros(v.shape[0], *ref.shape[1:])
+        motion = _cat_rows([m if m is not None else torch.zeros(v.shape[0], *ref.shape[1:])
                             for m, v in zip(motions, videos)])
-    return {"video": torch.cat(videos), "motion": motion, "label": torch.tensor(labels, dtype=torch.long),
+    return {"video": _cat_rows(videos), "motion": motion, "label": torch.tensor(labels, dtype=torch.long),
             "index": torch.tensor(index, dtype=torch.long), "clip": torch.tensor(clip, dtype=torch.long),
             "failed": [f for it in items for f in it.get("failed") or []]}
+
+
+def _cat_rows(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(tensors)``; in a DataLoader worker straight into shared memory, as torch's
+    ``default_collate`` does: otherwise the worker copies the batch (38 MB for four 16x224 clips)
+    into shared memory once more to send it."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.cat(tensors)
+    first = tensors[0]
+    shape = (sum(t.shape[0] for t in tensors), *first.shape[1:])
+    storage = first._typed_storage()._new_shared(math.prod(shape), device=first.device)
+    return torch.cat(tensors, out=first.new(storage).resize_(shape))
 
 
 def collate_items(items: list[dict]) -> dict:

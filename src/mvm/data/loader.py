@@ -47,7 +47,8 @@ def retain_heap() -> bool:
     return ok
 
 
-def _worker_init(_worker_id: int) -> None:
+def worker_init(_worker_id: int) -> None:
+    """DataLoader ``worker_init_fn`` of every mvm loader: :func:`retain_heap`."""
     retain_heap()
 
 
@@ -83,7 +84,7 @@ def video_loader(dataset: torch.utils.data.Dataset, batch_clips: int, collate: C
                       collate_fn=collate, persistent_workers=workers > 0,
                       prefetch_factor=PREFETCH_BATCHES if workers > 0 else None,
                       pin_memory=torch.cuda.is_available(),
-                      worker_init_fn=_worker_init if workers > 0 else None,
+                      worker_init_fn=worker_init if workers > 0 else None,
                       # Its own generator: starting workers draws a seed, which must not move the
                       # global RNG that dropout and drop path use (resume would not be exact).
                       generator=torch.Generator().manual_seed(seed))

@@ -82,6 +82,7 @@ def linear_probe_predict(train_x: torch.Tensor, train_y: torch.Tensor, test_x: t
 def probe_loaders(cfg: Config, grid: TokenGrid) -> tuple[DataLoader, DataLoader]:
     """Evaluation loaders (centre clip, centre crop, no motion) over the train and val lists."""
     from mvm.data.datasets import VideoDataset, collate_items
+    from mvm.data.loader import worker_init
 
     data = copy.deepcopy(cfg.data)
     data.motion = "none"
@@ -89,7 +90,8 @@ def probe_loaders(cfg: Config, grid: TokenGrid) -> tuple[DataLoader, DataLoader]
     def loader(source: str) -> DataLoader:
         ds = VideoDataset(source, grid, data, train=False, seed=cfg.train.seed, with_motion=False)
         return DataLoader(ds, batch_size=max(cfg.optim.batch_size, 16), shuffle=False,
-                          num_workers=cfg.data.workers, collate_fn=collate_items)
+                          num_workers=cfg.data.workers, collate_fn=collate_items,
+                          worker_init_fn=worker_init if cfg.data.workers else None)
 
     return loader(cfg.data.train), loader(cfg.data.val)
 

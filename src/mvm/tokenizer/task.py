@@ -95,6 +95,7 @@ class TokenizerTask(Task):
 
     def build_loader(self, start_sample: int, info: dist.DistInfo) -> tuple[Any, Any]:
         from mvm.data.datasets import EpochSampler, VideoDataset, collate_items
+        from mvm.data.loader import worker_init
 
         cfg = self.cfg
         dataset = VideoDataset(cfg.data.train, self.grid, cfg.data, train=True, seed=cfg.train.seed,
@@ -104,7 +105,8 @@ class TokenizerTask(Task):
         loader = DataLoader(dataset, batch_size=cfg.optim.batch_size, sampler=sampler,
                             num_workers=cfg.data.workers, collate_fn=collate_items,
                             persistent_workers=cfg.data.workers > 0,
-                            prefetch_factor=4 if cfg.data.workers else None)
+                            prefetch_factor=4 if cfg.data.workers else None,
+                            worker_init_fn=worker_init if cfg.data.workers else None)
         return dataset, loader
 
     def loss(self, model: torch.nn.Module, batch: dict, device: torch.device,

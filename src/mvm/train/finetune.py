@@ -261,6 +261,7 @@ class FinetuneTask(Task):
 
     def build_loader(self, start_sample: int, info: dist.DistInfo) -> tuple[Dataset, Any]:
         from mvm.data.datasets import EpochSampler, VideoDataset, collate_items
+        from mvm.data.loader import worker_init
 
         cfg = self.cfg
         data = copy.deepcopy(cfg.data)
@@ -278,6 +279,7 @@ class FinetuneTask(Task):
         loader = DataLoader(dataset, batch_size=cfg.optim.batch_size, sampler=sampler, num_workers=cfg.data.workers,
                             collate_fn=collate_items, persistent_workers=cfg.data.workers > 0,
                             prefetch_factor=4 if cfg.data.workers else None,
+                            worker_init_fn=worker_init if cfg.data.workers else None,
                             generator=torch.Generator().manual_seed(cfg.train.seed))
         return dataset, loader
 
