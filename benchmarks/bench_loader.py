@@ -179,7 +179,7 @@ def variant_fns(args: argparse.Namespace, paths: list[Path], prev_motion=None) -
             fields = prev_motion(window, clips, "codec", entry.path)
         videos, motions = [], []
         for idx, rng, (m, block) in zip(clips, rngs, fields):
-            video, m = ds.transform(window.frames[idx], m, rng, block=block)
+            video, m = ds.transform(window.pixels(idx), m, rng, block=block)
             videos.append(video)
             motions.append(to_token_grid(m, grid).float())
         if len(videos) > 1:

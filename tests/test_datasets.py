@@ -177,6 +177,29 @@ def test_motion_items_are_on_the_token_grid(videos):
     assert not off["motion"].any()
 
 
+def test_single_reference_motion_items_equal_a_full_decode(tmp_path):
+    """mvm prepare's streams (ref=1, no B-frames) decode only the clips' frames to RGB for codec
+    motion; items must equal those of the full decode, at repeat 1 and 2."""
+    import dataclasses
+
+    rng = np.random.default_rng(8)
+    x = np.clip(rng.normal(128, 40, (40, 40, 56, 3)).cumsum(0) / 8, 0, 255).astype(np.uint8)
+    encode_video(tmp_path / "p.mp4", x, gop=8, refs=1)
+    for repeat in (1, 2):
+        cfg = _cfg(motion="codec", repeat=repeat, frames=4, stride=3)
+        sparse = VideoDataset([(str(tmp_path / "p.mp4"), 0)], GRID, cfg, train=True, seed=1)
+        full = VideoDataset([(str(tmp_path / "p.mp4"), 0)], GRID, cfg, train=True, seed=1)
+        assert sparse.info(str(tmp_path / "p.mp4")).max_refs == 1
+        info = full.info(str(tmp_path / "p.mp4"))
+        full._info[str(tmp_path / "p.mp4")] = dataclasses.replace(info, max_refs=None)  # as if unknown
+        assert sparse._decode(sparse.entries[0], sparse.clip_rngs(0))[0].rgb is not None  # the sparse path
+        assert full._decode(full.entries[0], full.clip_rngs(0))[0].rgb is None
+        for i in range(4):
+            a, b = sparse[i], full[i]
+            assert torch.equal(a["video"], b["video"]) and torch.equal(a["motion"], b["motion"])
+            assert a["motion"].abs().max() > 0
+
+
 def test_decode_cache_gives_identical_items_and_respects_its_budget(videos):
     from mvm.data.cache import DecodeCache
 

@@ -241,6 +241,25 @@ def test_fast_field_equals_the_definitions(tmp_path, bframes, refs, block):
     assert np.abs(want).max() > 1  # moving content: a real comparison
 
 
+def test_single_reference_streams_need_no_pixels(tmp_path):
+    from mvm.data.video_io import frame_index
+
+    frames, _ = moving_square((3, -2))
+    encode_video(tmp_path / "v.mp4", frames, gop=8, refs=1)
+    full = decode_video(tmp_path / "v.mp4", with_motion=True)
+    sparse = decode_video(tmp_path / "v.mp4", with_motion=True, pts=frame_index(tmp_path / "v.mp4"), rgb=np.array([0]))
+    assert full.single_reference and (sparse.rgb < 0).sum() == FRAMES - 1
+    idx = np.arange(FRAMES)
+    want, want_valid = codec_frames(full, idx, 4)
+    got, got_valid = codec_frames(sparse, idx, 4)  # would read zeros if it looked at pixels
+    assert np.array_equal(got, want) and np.array_equal(got_valid, want_valid) and np.abs(want).max() > 1
+    # a stream with farther references checks them against the pixels, which a sparse decode lacks
+    encode_video(tmp_path / "r3.mp4", frames, gop=8, refs=3)
+    sparse = decode_video(tmp_path / "r3.mp4", with_motion=True, pts=frame_index(tmp_path / "r3.mp4"), rgb=np.array([0]))
+    with pytest.raises(ValueError, match="converted only some"):
+        codec_frames(sparse, idx, 4)
+
+
 def test_reference_check_equals_trying_every_candidate(tmp_path):
     frames, _ = moving_square((2, 2), blocky=True)
     decoded = encode_decode(tmp_path, frames, bframes=2, refs=3)

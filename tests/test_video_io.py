@@ -109,6 +109,33 @@ def test_keep_returns_only_the_asked_frames(tmp_path):
     assert np.array_equal(part.frames, full.frames[[30, 34, 38]])
 
 
+def test_rgb_converts_only_the_asked_frames_and_keeps_every_vector(tmp_path):
+    from mvm.data.video_io import probe_video
+
+    frames = np.random.default_rng(5).integers(0, 255, (30, 32, 48, 3), dtype=np.uint8)
+    encode_video(tmp_path / "v.mp4", frames, gop=8, refs=1)
+    info = probe_video(tmp_path / "v.mp4")
+    assert info.max_refs == 1 and info.b_frames is False
+    full = decode_video(tmp_path / "v.mp4", with_motion=True)
+    assert full.max_refs == 1 and full.rgb is None and full.single_reference
+    part = decode_video(tmp_path / "v.mp4", start=5, max_frames=20, with_motion=True, pts=info.pts,
+                        rgb=np.array([2, 6, 10]))
+    assert part.num_frames == 20 and part.frames.shape == (20, 32, 48, 3) and not part.frames.any()
+    assert part.rgb.tolist() == [-1, -1, 0, -1, -1, -1, 1, -1, -1, -1, 2] + [-1] * 9
+    assert np.array_equal(part.pixels(np.array([2, 10, 6])), full.frames[[7, 15, 11]])
+    assert part.pict_types == full.pict_types[5:25]
+    for a, b in zip(part.motion_vectors[1:], full.motion_vectors[6:25]):  # after the first, as decoded
+        assert (a is None) == (b is None) and (a is None or np.array_equal(a, b))
+    window = part.window(4, 12)
+    assert np.array_equal(window.pixels(np.array([2, 6])), full.frames[[11, 15]])
+    with pytest.raises(ValueError, match="without their pixels"):
+        part.pixels(np.array([2, 3]))
+    encode_video(tmp_path / "b.mp4", frames, gop=8, refs=2, bframes=2)
+    info = probe_video(tmp_path / "b.mp4")
+    assert info.max_refs >= 2 and info.b_frames is True
+    assert not decode_video(tmp_path / "b.mp4", with_motion=True).single_reference
+
+
 def test_image_folder_honours_start(tmp_path):
     from PIL import Image
 

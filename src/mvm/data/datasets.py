@@ -165,7 +165,7 @@ class VideoDataset(torch.utils.data.Dataset):
         videos = torch.empty(len(clips), 3, len(clips[0]), s, s)
         motions = []
         for k, (idx, rng, (motion, block)) in enumerate(zip(clips, rngs, fields)):
-            _, motion_t = self.transform(window.frames[idx], motion, rng, block=block, out=videos[k])
+            _, motion_t = self.transform(window.pixels(idx), motion, rng, block=block, out=videos[k])
             motions.append(torch.zeros(*self.grid.shape, 2) if motion_t is None
                            else _to_token_grid(motion_t, self.grid).float())
         if self.repeat == 1:
@@ -213,6 +213,14 @@ class VideoDataset(torch.utils.data.Dataset):
                 whole = decode_video(entry.path, with_motion=codec_mv)
                 self.cache.put(entry.path, whole)
             window = whole.window(lo, hi)
+        elif self.with_motion and self.motion_source == "codec" and info.max_refs == 1 and not info.b_frames:
+            # Codec motion of a single-reference stream (mvm prepare's) reads no pixels: RGB for
+            # the clips' frames only, vectors and picture types for every frame of the span.
+            rgb = np.unique(np.concatenate(clips)) - lo
+            window = decode_video(entry.path, start=lo, max_frames=hi - lo, with_motion=True, pts=info.pts, rgb=rgb)
+            # a damaged tail repeats the last frame decoded in RGB (every clip frame before it is)
+            last = int(np.flatnonzero(window.rgb >= 0)[-1]) if window.rgb is not None else window.num_frames - 1
+            return window, [np.minimum(c - lo, last) for c in clips]
         elif self.with_motion:  # no cache, or a video larger than the budget: decode only the needed span
             window = decode_video(entry.path, start=lo, max_frames=hi - lo, with_motion=codec_mv, pts=info.pts)
         else:  # without motion only the clips' frames are needed in RGB (16 of a 61-frame span)

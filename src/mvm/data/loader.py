@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 PREFETCH_BATCHES = 4
 
 # glibc mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 
 
 def retain_heap() -> bool:
@@ -33,16 +33,19 @@ def retain_heap() -> bool:
     the kernel depends on the order of earlier allocations (its mmap threshold adapts), so the
     next buffer is often fresh memory that page-faults on first touch: 4,000-10,000 faults per
     item, a third of a worker's CPU time, and a different share from one process to the next
-    (docs/benchmarks.md, loader). A fixed 32 MB mmap threshold (glibc's largest) and a 1 GB trim
-    threshold keep every buffer below 32 MB in the heap. Cost: a worker keeps its peak heap
-    resident. Returns False where the C library has no ``mallopt`` (not glibc): nothing changes.
+    (docs/benchmarks.md, loader). Serving every allocation from the heap (``M_MMAP_MAX`` 0; glibc
+    still maps memory when the heap cannot grow) with a 1 GB trim threshold keeps freed buffers
+    for the next item. Cost: a worker keeps its peak heap resident. Returns False where the C
+    library has no ``mallopt`` (not glibc): nothing changes.
     """
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    ok = bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    # no mmap at all (an item's [R, 3, T, S, S] float tensor passes glibc's 32 MB mmap ceiling at
+    # repeat 4: 38 MB mapped and faulted in anew per item), and no trimming of the heap's top
+    ok = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
     log.debug("loader worker heap retained: %s", ok)
     return ok
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from mvm.data.h264 import max_ref_frames
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -40,6 +42,12 @@ class DecodedVideo:
         pict_types: per frame, "I", "P", "B" or "?".
         has_vectors: True when any frame carried vectors.
         start: index in the whole video of ``frames[0]`` (0 unless decoded from a later frame).
+        max_refs: reference frames the stream may use (H.264 ``max_num_ref_frames``), None if unknown.
+        rgb: None when ``frames`` holds every frame's pixels. After ``decode_video(rgb=...)``:
+            ``[T]`` int64, the row of ``rgb_frames`` holding frame t's pixels (-1: not converted),
+            and ``frames`` is a read-only all-zero ``[T, H, W, 3]`` view taking no memory (its shape
+            is what the motion field reads); :meth:`pixels` reads the converted frames.
+        rgb_frames: ``[K, H, W, 3]`` uint8, the converted frames (None when ``rgb`` is None).
     """
 
     frames: np.ndarray
@@ -48,16 +56,39 @@ class DecodedVideo:
     motion_vectors: list[np.ndarray | None] = field(default_factory=list)
     pict_types: list[str] = field(default_factory=list)
     start: int = 0
+    max_refs: int | None = None
+    rgb: np.ndarray | None = None
+    rgb_frames: np.ndarray | None = None
 
     def window(self, lo: int, hi: int) -> DecodedVideo:
         """Frames ``lo .. hi - 1`` counted within this decode (views, no copy); ``start`` follows."""
         return DecodedVideo(self.frames[lo:hi], self.fps, self.codec, self.motion_vectors[lo:hi],
-                            self.pict_types[lo:hi], self.start + lo)
+                            self.pict_types[lo:hi], self.start + lo, self.max_refs,
+                            None if self.rgb is None else self.rgb[lo:hi], self.rgb_frames)
+
+    def pixels(self, idx: np.ndarray) -> np.ndarray:
+        """``[len(idx), H, W, 3]`` uint8 pixels of frames ``idx`` (a copy, as fancy indexing is).
+
+        Raises:
+            ValueError: a frame that ``decode_video(rgb=...)`` did not convert.
+        """
+        if self.rgb is None:
+            return self.frames[idx]
+        rows = self.rgb[idx]
+        if (rows < 0).any():
+            raise ValueError(f"frames {np.asarray(idx)[rows < 0].tolist()} were decoded without their pixels")
+        return self.rgb_frames[rows]
+
+    @property
+    def single_reference(self) -> bool:
+        """One reference frame and no B-frames: every vector points at the previous frame."""
+        return self.max_refs == 1 and "B" not in self.pict_types
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: frames plus exported motion vectors."""
-        return int(self.frames.nbytes) + sum(int(mv.nbytes) for mv in self.motion_vectors if mv is not None)
+        """Bytes held: frames (the converted ones after ``rgb=``) plus exported motion vectors."""
+        pixels = self.frames if self.rgb_frames is None else self.rgb_frames
+        return int(pixels.nbytes) + sum(int(mv.nbytes) for mv in self.motion_vectors if mv is not None)
 
     @property
     def has_vectors(self) -> bool:
@@ -80,13 +111,17 @@ class VideoInfo:
     """What a video holds, read without decoding: ``num_frames`` (exact when ``pts`` is known),
     frame ``height``/``width``, ``pts`` (sorted frame timestamps ``[F]`` int64, None for image
     folders and streams whose packets carry no timestamps) and ``keyframes`` (sorted indices of
-    the frames a decode can start from, None where unknown)."""
+    the frames a decode can start from, None where unknown), ``max_refs`` (H.264
+    ``max_num_ref_frames``, None where unknown) and ``b_frames`` (False only when the codec says the
+    stream reorders no frames)."""
 
     num_frames: int
     height: int
     width: int
     pts: np.ndarray | None
     keyframes: np.ndarray | None = None
+    max_refs: int | None = None
+    b_frames: bool = True
 
     def decoded_bytes(self) -> int:
         """RGB bytes of the whole video once decoded."""
@@ -118,14 +153,17 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         if not container.streams.video:
             raise VideoDecodeError(path, "no_video_stream")
         stream = container.streams.video[0]
-        h, w = stream.codec_context.height, stream.codec_context.width
+        ctx = stream.codec_context
+        h, w = ctx.height, ctx.width
+        refs = max_ref_frames(ctx.extradata) if ctx.name == "h264" else None
+        b_frames = bool(ctx.has_b_frames) if refs is not None else True
         keys: list[int] = []
         pts = _demux_pts(container, stream, keys)
     n = len(pts) if pts is not None else (count_frames(path) or 0)
     if n == 0:
         raise VideoDecodeError(path, "no_frames")
     keyframes = np.searchsorted(pts, np.sort(np.asarray(keys, np.int64))) if pts is not None else None
-    return VideoInfo(n, h, w, pts, keyframes)
+    return VideoInfo(n, h, w, pts, keyframes, refs, b_frames)
 
 
 def frame_index(path: str | os.PathLike) -> np.ndarray | None:
@@ -177,6 +215,7 @@ def decode_video(
     start: int = 0,
     pts: np.ndarray | None = None,
     keep: np.ndarray | None = None,
+    rgb: np.ndarray | None = None,
 ) -> DecodedVideo:
     """Decode frames ``start .. start + max_frames - 1`` of a video file (or a folder of images).
 
@@ -199,6 +238,9 @@ def decode_video(
             converted to RGB (the conversion and the stacking are a fifth of a training item).
             ``frames``, ``motion_vectors`` and ``pict_types`` then hold the kept frames only, in
             order, and ``max_frames`` still counts every frame. None: keep all.
+        rgb: sorted offsets from ``start`` of the frames to convert to RGB; the others keep their
+            place, vectors and picture type, but not their pixels (see ``DecodedVideo.rgb``). For
+            codec motion of single-reference streams, which reads no pixels. None: convert all.
 
     Returns:
         :class:`DecodedVideo` with ``start`` set to the index of its first frame.
@@ -226,7 +268,7 @@ def decode_video(
                 raise VideoDecodeError(path, "no_frames", f"frame {start} asked of a {len(pts)}-frame video")
             if pts is not None:
                 container.seek(int(pts[start]), backward=True, any_frame=False, stream=stream)
-                out = _decode_frames(container, stream, path, with_motion, max_frames, start, pts, keep)
+                out = _decode_frames(container, stream, path, with_motion, max_frames, start, pts, keep, rgb)
             if out is None:  # no timestamps, or the seek missed: number frames by decoding from 0
                 log.debug("%s: cannot seek exactly; decoding from frame 0", path)
                 container.close()
@@ -234,17 +276,28 @@ def decode_video(
                 stream = container.streams.video[0]
                 _configure(stream, with_motion, threads)
         if out is None:
-            out = _decode_frames(container, stream, path, with_motion, max_frames, start, None, keep)
+            out = _decode_frames(container, stream, path, with_motion, max_frames, start, None, keep, rgb)
         frames, mvs, types = out
         codec = stream.codec_context.name
+        refs = max_ref_frames(stream.codec_context.extradata) if codec == "h264" else None
     finally:
         container.close()
     if not frames:
         raise VideoDecodeError(path, "no_frames")
-    if len({f.shape for f in frames}) > 1:
+    have = [f for f in frames if f is not None]
+    if not have:  # the decode stopped before the first frame asked for in RGB
+        raise VideoDecodeError(path, "no_frames", "none of the frames asked for in RGB decoded")
+    if len({f.shape for f in have}) > 1:
         # Resolution changes mid-stream: bring every frame to the first frame's size.
-        frames = [_resize_np(f, frames[0].shape[:2]) for f in frames]
-    return DecodedVideo(np.stack(frames), fps, codec, mvs, types, start=start)
+        frames = [None if f is None else _resize_np(f, have[0].shape[:2]) for f in frames]
+        have = [f for f in frames if f is not None]
+    if len(have) == len(frames):
+        return DecodedVideo(np.stack(frames), fps, codec, mvs, types, start=start, max_refs=refs)
+    rows = np.cumsum([f is not None for f in frames]) - 1
+    rows[[f is None for f in frames]] = -1
+    zeros = np.broadcast_to(np.zeros((), np.uint8), (len(frames), *have[0].shape))  # no memory
+    return DecodedVideo(zeros, fps, codec, mvs, types, start=start, max_refs=refs, rgb=rows,
+                        rgb_frames=np.stack(have))
 
 
 def _configure(stream: av.video.stream.VideoStream, with_motion: bool, threads: int) -> None:
@@ -261,13 +314,14 @@ def _configure(stream: av.video.stream.VideoStream, with_motion: bool, threads: 
 
 def _decode_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: Path,
                    with_motion: bool, max_frames: int | None, start: int, pts: np.ndarray | None,
-                   keep: np.ndarray | None = None,
-                   ) -> tuple[list[np.ndarray], list[np.ndarray | None], list[str]] | None:
+                   keep: np.ndarray | None = None, rgb: np.ndarray | None = None,
+                   ) -> tuple[list[np.ndarray | None], list[np.ndarray | None], list[str]] | None:
     """Frames ``start ..`` in order (only offsets in ``keep`` when given). With ``pts`` a frame's
     index is its timestamp's rank and None is returned when the first frame from ``start`` on is
     not ``start`` (the seek missed); without, frames are counted from the current position, which
-    must be frame 0."""
+    must be frame 0. Frames outside ``rgb`` (when given) are None."""
     wanted = None if keep is None else {int(k) for k in keep}
+    convert = None if rgb is None else {int(k) for k in rgb}
     seen = 0  # frames from `start` on, kept or not
     frames: list[np.ndarray] = []
     mvs: list[np.ndarray | None] = []
@@ -294,7 +348,8 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
                 continue
             # One scaler thread: FFmpeg's default starts threads per frame, which fails with EAGAIN
             # under load (many loader workers) and only competes with the other workers for cores.
-            frames.append(frame.to_ndarray(format="rgb24", threads=1))
+            frames.append(frame.to_ndarray(format="rgb24", threads=1)
+                          if convert is None or seen - 1 in convert else None)
             types.append(_pict_type(frame))
             sd = frame.side_data.get("MOTION_VECTORS") if with_motion else None
             mvs.append(_vectors(sd) if sd is not None and len(sd) else None)

@@ -14,8 +14,10 @@ How many frames away the reference is, is *not* exported. We recover it (see ``d
   a clearly better match wins, otherwise the structural guess (nearest I/P frame) stays.
   Vectors under 1 px take the structural guess. To stay cheap, a probe of ``PROBE`` vectors
   spread over the video is checked first; only when more than 2% of them point farther than
-  the structural guess (a multi-reference stream) are all of them checked. A ``ref=1`` stream
-  without B-frames (what ``mvm prepare`` writes) costs just the probe.
+  the structural guess (a multi-reference stream) are all of them checked. An H.264 stream whose
+  SPS allows one reference frame and that has no B-frames (what ``mvm prepare`` writes) is not
+  checked at all (``DecodedVideo.single_reference``): its only possible reference is the previous
+  frame, so the decode need not convert the frames no clip shows.
 
 Displacement per frame, in the "content moved from the previous frame to this one" convention:
 P (past reference, distance d): ``(dst - src) / d``; B (future reference, distance d): content at
@@ -116,7 +118,13 @@ def painted_frames(decoded: DecodedVideo, frames: np.ndarray, block: int = 4, ch
         return nothing
     if (v["dir"] > 0).any():
         v = _drop_unused_partitions(v)
-    dist = _reference_distance(decoded.frames, decoded.pict_types, v, check_refs)
+    # One reference frame and no B-frames (mvm prepare's streams): the structural guess is the
+    # only possible reference, so no pixel is read (and none need be decoded to RGB).
+    check = check_refs and not decoded.single_reference
+    if check and decoded.rgb is not None and (decoded.rgb < 0).any():
+        raise ValueError("checking reference distances reads every decoded frame's pixels; "
+                         "this decode converted only some (decode_video(rgb=...))")
+    dist = _reference_distance(decoded.frames, decoded.pict_types, v, check)
     keep = dist > 0  # references outside the decoded frames cannot be placed in time
     if not keep.any():  # every reference lies outside the decoded frames (a window's first frames)
         return nothing
