@@ -297,7 +297,8 @@ def worker(args: argparse.Namespace) -> dict:
         fn(i)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     return {"wall_s": wall, "cpu_s": cpu, "clips": reps * args.items,
-            "page_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0}
+            "page_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
 def field_only(args: argparse.Namespace) -> dict:
