@@ -177,25 +177,26 @@ def test_motion_items_are_on_the_token_grid(videos):
     assert not off["motion"].any()
 
 
-def test_single_reference_motion_items_equal_a_full_decode(tmp_path):
-    """mvm prepare's streams (ref=1, no B-frames) decode only the clips' frames to RGB for codec
-    motion; items must equal those of the full decode, at repeat 1 and 2."""
-    import dataclasses
-
+@pytest.mark.parametrize("kw", [dict(refs=1), dict(refs=3, bframes=2)])
+def test_codec_motion_items_equal_a_full_decode(tmp_path, kw):
+    """Codec motion converts only the clips' frames to RGB (a single-reference stream needs no
+    pixels, others are checked on the luma planes); items must equal those cut from a whole decode
+    (the decode cache's path), at repeat 1 and 2."""
     rng = np.random.default_rng(8)
-    x = np.clip(rng.normal(128, 40, (40, 40, 56, 3)).cumsum(0) / 8, 0, 255).astype(np.uint8)
-    encode_video(tmp_path / "p.mp4", x, gop=8, refs=1)
+    base = np.kron(rng.integers(0, 255, (12, 30, 3)), np.ones((4, 4, 1))).astype(np.uint8)  # 48x120 blocks
+    x = np.stack([np.roll(base, 2 * t, axis=1)[4:44, 8:64] for t in range(40)])  # panning 2 px/frame
+    encode_video(tmp_path / "p.mp4", x, gop=8, **kw)
+    path = str(tmp_path / "p.mp4")
     for repeat in (1, 2):
         cfg = _cfg(motion="codec", repeat=repeat, frames=4, stride=3)
-        sparse = VideoDataset([(str(tmp_path / "p.mp4"), 0)], GRID, cfg, train=True, seed=1)
-        full = VideoDataset([(str(tmp_path / "p.mp4"), 0)], GRID, cfg, train=True, seed=1)
-        assert sparse.info(str(tmp_path / "p.mp4")).max_refs == 1
-        info = full.info(str(tmp_path / "p.mp4"))
-        full._info[str(tmp_path / "p.mp4")] = dataclasses.replace(info, max_refs=None)  # as if unknown
-        assert sparse._decode(sparse.entries[0], sparse.clip_rngs(0))[0].rgb is not None  # the sparse path
-        assert full._decode(full.entries[0], full.clip_rngs(0))[0].rgb is None
+        sparse = VideoDataset([(path, 0)], GRID, cfg, train=True, seed=1)
+        whole = VideoDataset([(path, 0)], GRID, _cfg(motion="codec", repeat=repeat, frames=4, stride=3, cache_mb=64),
+                             train=True, seed=1)
+        window = sparse._decode(sparse.entries[0], sparse.clip_rngs(0))[0]
+        assert window.rgb is not None and (window.luma is None) == (kw["refs"] == 1)  # the sparse path
+        assert whole._decode(whole.entries[0], whole.clip_rngs(0))[0].rgb is None
         for i in range(4):
-            a, b = sparse[i], full[i]
+            a, b = sparse[i], whole[i]
             assert torch.equal(a["video"], b["video"]) and torch.equal(a["motion"], b["motion"])
             assert a["motion"].abs().max() > 0
 

@@ -204,7 +204,8 @@ def naive_frames(decoded, block: int) -> tuple[np.ndarray, np.ndarray]:
     v = codec_mod._columns(decoded.motion_vectors, np.arange(n))
     if (v["dir"] > 0).any():
         v = codec_mod._drop_unused_partitions(v)
-    dist = codec_mod._reference_distance(decoded.frames, decoded.pict_types, v, True)
+    pixels = decoded.luma if decoded.luma is not None else decoded.frames
+    dist = codec_mod._reference_distance(pixels, decoded.pict_types, v, True)
     hm, wm = -(-h // block), -(-w // block)
     sums, area = np.zeros((n, hm, wm, 2)), np.zeros((n, hm, wm))
     for i in np.flatnonzero(dist > 0):
@@ -253,16 +254,34 @@ def test_single_reference_streams_need_no_pixels(tmp_path):
     want, want_valid = codec_frames(full, idx, 4)
     got, got_valid = codec_frames(sparse, idx, 4)  # would read zeros if it looked at pixels
     assert np.array_equal(got, want) and np.array_equal(got_valid, want_valid) and np.abs(want).max() > 1
-    # a stream with farther references checks them against the pixels, which a sparse decode lacks
-    encode_video(tmp_path / "r3.mp4", frames, gop=8, refs=3)
+    assert full.luma is None  # and no luma planes are kept for it
+
+
+def test_farther_references_are_checked_on_the_luma_a_sparse_decode_keeps(tmp_path):
+    import dataclasses
+
+    from mvm.data.video_io import frame_index
+
+    frames, _ = moving_square((3, -2))
+    encode_video(tmp_path / "r3.mp4", frames, gop=8, refs=3, bframes=2)
+    full = decode_video(tmp_path / "r3.mp4", with_motion=True)
     sparse = decode_video(tmp_path / "r3.mp4", with_motion=True, pts=frame_index(tmp_path / "r3.mp4"), rgb=np.array([0]))
+    assert not full.single_reference and full.luma.shape == (FRAMES, SIZE, SIZE)
+    assert np.array_equal(sparse.luma, full.luma)
+    idx = np.arange(FRAMES)
+    want, want_valid = codec_frames(full, idx, 4)
+    got, got_valid = codec_frames(sparse, idx, 4)
+    assert np.array_equal(got, want) and np.array_equal(got_valid, want_valid)
+    # without luma, the check would need every frame's RGB, which a sparse decode lacks
     with pytest.raises(ValueError, match="converted only some"):
-        codec_frames(sparse, idx, 4)
+        codec_frames(dataclasses.replace(sparse, luma=None), idx, 4)
 
 
-def test_reference_check_equals_trying_every_candidate(tmp_path):
+@pytest.mark.parametrize("plane", ["green", "luma"])
+def test_reference_check_equals_trying_every_candidate(tmp_path, plane):
     frames, _ = moving_square((2, 2), blocky=True)
     decoded = encode_decode(tmp_path, frames, bframes=2, refs=3)
+    pixels = decoded.frames if plane == "green" else decoded.luma
     v = codec_mod._columns(decoded.motion_vectors, np.arange(decoded.num_frames))
     past, future = codec_mod._candidates(decoded.pict_types, decoded.num_frames)
     sel = np.flatnonzero((v["ox"] ** 2 + v["oy"] ** 2 >= 1) & (v["x"] > 12) & (v["x"] < 52)
@@ -270,8 +289,8 @@ def test_reference_check_equals_trying_every_candidate(tmp_path):
     cand = np.where((v["dir"][sel] > 0)[:, None], future[v["f"][sel]], past[v["f"][sel]])
     keep = cand[:, 0] > 0
     sel, cand = sel[keep], cand[keep]
-    got = codec_mod._best_distance(decoded.frames, v, cand, sel)
-    g = decoded.frames[..., 1].astype(np.int64)
+    got = codec_mod._best_distance(pixels, v, cand, sel)
+    g = (pixels[..., 1] if plane == "green" else pixels).astype(np.int64)
     lat = (np.arange(4) + 0.5) / 4 - 0.5
     want, moved = [], 0
     for i, c in zip(sel, cand):

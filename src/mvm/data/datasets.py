@@ -213,9 +213,9 @@ class VideoDataset(torch.utils.data.Dataset):
                 whole = decode_video(entry.path, with_motion=codec_mv)
                 self.cache.put(entry.path, whole)
             window = whole.window(lo, hi)
-        elif self.with_motion and self.motion_source == "codec" and info.max_refs == 1 and not info.b_frames:
-            # Codec motion of a single-reference stream (mvm prepare's) reads no pixels: RGB for
-            # the clips' frames only, vectors and picture types for every frame of the span.
+        elif self.with_motion and self.motion_source == "codec":
+            # Codec motion reads vectors, picture types and (streams with farther references)
+            # luma planes of every frame of the span; RGB is needed for the clips' frames only.
             rgb = np.unique(np.concatenate(clips)) - lo
             window = decode_video(entry.path, start=lo, max_frames=hi - lo, with_motion=True, pts=info.pts, rgb=rgb)
             # a damaged tail repeats the last frame decoded in RGB (every clip frame before it is)

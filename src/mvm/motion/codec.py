@@ -10,7 +10,9 @@ How many frames away the reference is, is *not* exported. We recover it (see ``d
   B-frame stream and B-frames take their references);
 - moving vectors (>= 1 px, block and reference block inside the picture) are checked against
   every candidate frame: the block's pixels in this frame are compared (mean absolute difference
-  of the green channel on a 4x4 lattice of points) with the pixels at ``src`` in the candidate;
+  of the coded luma plane, which ``decode_video`` keeps with the vectors, on a 4x4 lattice of
+  points; the green channel of a DecodedVideo without luma) with the pixels at ``src`` in the
+  candidate;
   a clearly better match wins, otherwise the structural guess (nearest I/P frame) stays.
   Vectors under 1 px take the structural guess. To stay cheap, a probe of ``PROBE`` vectors
   spread over the video is checked first; only when more than 2% of them point farther than
@@ -121,10 +123,13 @@ def painted_frames(decoded: DecodedVideo, frames: np.ndarray, block: int = 4, ch
     # One reference frame and no B-frames (mvm prepare's streams): the structural guess is the
     # only possible reference, so no pixel is read (and none need be decoded to RGB).
     check = check_refs and not decoded.single_reference
-    if check and decoded.rgb is not None and (decoded.rgb < 0).any():
+    # The check compares the coded luma (decode_video keeps it with the vectors); a DecodedVideo
+    # made otherwise is compared on its frames' green channel.
+    pixels = decoded.luma if decoded.luma is not None else decoded.frames
+    if check and decoded.luma is None and decoded.rgb is not None and (decoded.rgb < 0).any():
         raise ValueError("checking reference distances reads every decoded frame's pixels; "
-                         "this decode converted only some (decode_video(rgb=...))")
-    dist = _reference_distance(decoded.frames, decoded.pict_types, v, check)
+                         "this decode converted only some (decode_video(rgb=...)) and kept no luma")
+    dist = _reference_distance(pixels, decoded.pict_types, v, check)
     keep = dist > 0  # references outside the decoded frames cannot be placed in time
     if not keep.any():  # every reference lies outside the decoded frames (a window's first frames)
         return nothing
@@ -277,12 +282,14 @@ def _best_distance(frames: np.ndarray, v: dict[str, np.ndarray], cand: np.ndarra
                    sel: np.ndarray) -> np.ndarray:
     """For vectors ``sel`` with candidate distances ``cand [M, C]``, the one whose frame matches best.
 
-    Costs: mean absolute difference of the green channel (a cheap luma proxy) on a 4x4 lattice
-    of integer-rounded points, clamped to the frame. The points' pixel offsets are the same in
+    ``frames``: ``[F, H, W]`` luma planes, or ``[F, H, W, 3]`` RGB whose green channel stands in
+    for luma. Costs: mean absolute difference on a 4x4 lattice of integer-rounded points,
+    clamped to the frame. The points' pixel offsets are the same in
     every candidate frame, so they are computed once and only the frame offset changes; pixels
     are read with one ``take`` from the flat frame buffer (fancy indexing with four index arrays
     cost 4x more)."""
     nf, h, w = frames.shape[:3]
+    step, channel = (3, 1) if frames.ndim == 4 else (1, 0)  # green of RGB, or the luma plane
     flat = frames.reshape(-1)  # a view for the contiguous arrays decoding produces
     lat = (np.arange(4, dtype=np.float32) + 0.5) / 4 - 0.5  # 4x4 lattice inside the block
     px = v["x"][sel, None] + lat * v["bw"][sel, None]  # [M, 4]
@@ -294,9 +301,9 @@ def _best_distance(frames: np.ndarray, v: dict[str, np.ndarray], cand: np.ndarra
     def offsets(x: np.ndarray, y: np.ndarray) -> np.ndarray:  # [M, 4] each -> [M, 16] flat offsets
         xi = np.clip(np.rint(x), 0, w - 1).astype(index)
         yi = np.clip(np.rint(y), 0, h - 1).astype(index)
-        return ((yi[:, :, None] * w + xi[:, None, :]) * 3 + 1).reshape(-1, 16)
+        return ((yi[:, :, None] * w + xi[:, None, :]) * step + channel).reshape(-1, 16)
 
-    f, sign, fsize = v["f"][sel].astype(index), v["dir"][sel].astype(index), h * w * 3
+    f, sign, fsize = v["f"][sel].astype(index), v["dir"][sel].astype(index), h * w * step
     # Lattice points reordered so that a diagonal of 4 comes first: those are read for every
     # candidate, the other 12 only where the first 4 leave the candidate a chance (below).
     order = np.array([0, 5, 10, 15] + [i for i in range(16) if i % 5])
