@@ -207,6 +207,8 @@ class VideoDataset(torch.utils.data.Dataset):
         if self.with_motion:
             lo = motion_start(lo, cfg.stride, info.keyframes)
         codec_mv = self.with_motion and self.motion_source in ("auto", "codec")
+        shown = np.unique(np.concatenate(clips)) - lo  # offsets of the frames the clips show
+        pos = [c - lo for c in clips]  # each clip's frames in the window
         if self.cache is not None and self.cache.fits(info.decoded_bytes()):
             whole = self.cache.get(entry.path)
             if whole is None:
@@ -214,26 +216,21 @@ class VideoDataset(torch.utils.data.Dataset):
                 self.cache.put(entry.path, whole)
             window = whole.window(lo, hi)
         elif self.with_motion and self.motion_source == "codec":
-            # Codec motion reads vectors, picture types and (streams with farther references)
-            # luma planes of every frame of the span; RGB is needed for the clips' frames only.
-            rgb = np.unique(np.concatenate(clips)) - lo
-            window = decode_video(entry.path, start=lo, max_frames=hi - lo, with_motion=True, pts=info.pts, rgb=rgb)
-            # a damaged tail repeats the last frame decoded in RGB (every clip frame before it is)
-            last = int(np.flatnonzero(window.rgb >= 0)[-1]) if window.rgb is not None else window.num_frames - 1
-            return window, [np.minimum(c - lo, last) for c in clips]
-        elif self.with_motion:  # no cache, or a video larger than the budget: decode only the needed span
+            # No cache, or a video larger than its budget: decode only the needed span. Codec
+            # motion reads the vectors, picture types and (streams with farther references) luma
+            # planes of every frame of it; RGB is needed for the clips' frames only.
+            window = decode_video(entry.path, start=lo, max_frames=hi - lo, with_motion=True, pts=info.pts,
+                                  rgb=shown)
+        elif self.with_motion:  # motion estimated from the pixels: every frame in RGB
             window = decode_video(entry.path, start=lo, max_frames=hi - lo, with_motion=codec_mv, pts=info.pts)
-        else:  # without motion only the clips' frames are needed in RGB (16 of a 61-frame span)
-            keep = np.unique(np.concatenate(clips)) - lo
-            window = decode_video(entry.path, start=lo, max_frames=hi - lo, pts=info.pts, keep=keep)
-            if window.num_frames == 0:
-                raise VideoDecodeError(entry.path, "no_frames", f"nothing decoded from frame {lo}")
-            # window.frames[j] is frame lo + keep[j]; a damaged tail repeats the last one decoded
-            return window, [np.minimum(np.searchsorted(keep, c - lo), window.num_frames - 1) for c in clips]
+        else:  # without motion only the clips' frames are decoded to RGB (16 of a 61-frame span)
+            window = decode_video(entry.path, start=lo, max_frames=hi - lo, pts=info.pts, keep=shown)
+            pos = [np.searchsorted(shown, p) for p in pos]  # window.frames[j] is frame lo + shown[j]
         if window.num_frames == 0:
             raise VideoDecodeError(entry.path, "no_frames", f"nothing decoded from frame {lo}")
-        # The last frames can fail to decode (damaged tail): repeat the last one that did.
-        return window, [np.minimum(c - lo, window.num_frames - 1) for c in clips]
+        # The last frames can fail to decode (damaged tail): repeat the last one that did (in RGB).
+        last = window.num_frames - 1 if window.rgb is None else int(np.flatnonzero(window.rgb >= 0)[-1])
+        return window, [np.minimum(p, last) for p in pos]
 
 
 def motion_start(lo: int, stride: int, keyframes: np.ndarray | None) -> int:

@@ -268,7 +268,7 @@ def decode_video(
         codec = stream.codec_context.name
         refs = max_ref_frames(stream.codec_context.extradata) if codec == "h264" else None
         # luma planes for the reference check of codec motion; a single-reference stream skips it
-        luma = with_motion and not (refs == 1 and not stream.codec_context.has_b_frames)
+        want_luma = with_motion and not (refs == 1 and not stream.codec_context.has_b_frames)
         out = None
         if start > 0:
             if pts is None:
@@ -277,7 +277,7 @@ def decode_video(
                 raise VideoDecodeError(path, "no_frames", f"frame {start} asked of a {len(pts)}-frame video")
             if pts is not None:
                 container.seek(int(pts[start]), backward=True, any_frame=False, stream=stream)
-                out = _decode_frames(container, stream, path, with_motion, max_frames, start, pts, keep, rgb, luma)
+                out = _decode_frames(container, stream, path, with_motion, max_frames, start, pts, keep, rgb, want_luma)
             if out is None:  # no timestamps, or the seek missed: number frames by decoding from 0
                 log.debug("%s: cannot seek exactly; decoding from frame 0", path)
                 container.close()
@@ -285,7 +285,7 @@ def decode_video(
                 stream = container.streams.video[0]
                 _configure(stream, with_motion, threads)
         if out is None:
-            out = _decode_frames(container, stream, path, with_motion, max_frames, start, None, keep, rgb, luma)
+            out = _decode_frames(container, stream, path, with_motion, max_frames, start, None, keep, rgb, want_luma)
         frames, mvs, types, lumas = out
     finally:
         container.close()
