@@ -110,15 +110,12 @@ def test_keep_returns_only_the_asked_frames(tmp_path):
 
 
 def test_rgb_converts_only_the_asked_frames_and_keeps_every_vector(tmp_path):
-    from mvm.data.video_io import probe_video
-
     frames = np.random.default_rng(5).integers(0, 255, (30, 32, 48, 3), dtype=np.uint8)
     encode_video(tmp_path / "v.mp4", frames, gop=8, refs=1)
-    info = probe_video(tmp_path / "v.mp4")
-    assert info.max_refs == 1 and info.b_frames is False
+    pts = frame_index(tmp_path / "v.mp4")
     full = decode_video(tmp_path / "v.mp4", with_motion=True)
     assert full.max_refs == 1 and full.rgb is None and full.single_reference
-    part = decode_video(tmp_path / "v.mp4", start=5, max_frames=20, with_motion=True, pts=info.pts,
+    part = decode_video(tmp_path / "v.mp4", start=5, max_frames=20, with_motion=True, pts=pts,
                         rgb=np.array([2, 6, 10]))
     assert part.num_frames == 20 and part.frames.shape == (20, 32, 48, 3) and not part.frames.any()
     assert part.rgb.tolist() == [-1, -1, 0, -1, -1, -1, 1, -1, -1, -1, 2] + [-1] * 9
@@ -131,8 +128,6 @@ def test_rgb_converts_only_the_asked_frames_and_keeps_every_vector(tmp_path):
     with pytest.raises(ValueError, match="without their pixels"):
         part.pixels(np.array([2, 3]))
     encode_video(tmp_path / "b.mp4", frames, gop=8, refs=2, bframes=2)
-    info = probe_video(tmp_path / "b.mp4")
-    assert info.max_refs >= 2 and info.b_frames is True
     assert not decode_video(tmp_path / "b.mp4", with_motion=True).single_reference
 
 

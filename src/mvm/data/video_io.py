@@ -116,17 +116,13 @@ class VideoInfo:
     """What a video holds, read without decoding: ``num_frames`` (exact when ``pts`` is known),
     frame ``height``/``width``, ``pts`` (sorted frame timestamps ``[F]`` int64, None for image
     folders and streams whose packets carry no timestamps) and ``keyframes`` (sorted indices of
-    the frames a decode can start from, None where unknown), ``max_refs`` (H.264
-    ``max_num_ref_frames``, None where unknown) and ``b_frames`` (False only when the codec says the
-    stream reorders no frames)."""
+    the frames a decode can start from, None where unknown)."""
 
     num_frames: int
     height: int
     width: int
     pts: np.ndarray | None
     keyframes: np.ndarray | None = None
-    max_refs: int | None = None
-    b_frames: bool = True
 
     def decoded_bytes(self) -> int:
         """RGB bytes of the whole video once decoded."""
@@ -158,17 +154,14 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         if not container.streams.video:
             raise VideoDecodeError(path, "no_video_stream")
         stream = container.streams.video[0]
-        ctx = stream.codec_context
-        h, w = ctx.height, ctx.width
-        refs = max_ref_frames(ctx.extradata) if ctx.name == "h264" else None
-        b_frames = bool(ctx.has_b_frames) if refs is not None else True
+        h, w = stream.codec_context.height, stream.codec_context.width
         keys: list[int] = []
         pts = _demux_pts(container, stream, keys)
     n = len(pts) if pts is not None else (count_frames(path) or 0)
     if n == 0:
         raise VideoDecodeError(path, "no_frames")
     keyframes = np.searchsorted(pts, np.sort(np.asarray(keys, np.int64))) if pts is not None else None
-    return VideoInfo(n, h, w, pts, keyframes, refs, b_frames)
+    return VideoInfo(n, h, w, pts, keyframes)
 
 
 def frame_index(path: str | os.PathLike) -> np.ndarray | None:
