@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 
+import numba
 import numpy as np
 
 from mvm.data.video_io import DecodedVideo
@@ -109,15 +110,17 @@ def painted_frames(decoded: DecodedVideo, frames: np.ndarray, block: int = 4, ch
     frames = np.asarray(frames, np.int64).reshape(-1)
     n = frames.size
     mvs = [decoded.motion_vectors[f] if f < len(decoded.motion_vectors) else None for f in frames]
-    flow = np.zeros((n, r1 - r0, c1 - c0, 2), np.float32)
     valid = np.array([mv is not None and len(mv) > 0 for mv in mvs], bool)
-    nothing = flow, np.zeros(flow.shape[:3], bool), np.zeros(n, bool)
+
+    def nothing() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return np.zeros((n, r1 - r0, c1 - c0, 2), np.float32), np.zeros((n, r1 - r0, c1 - c0), bool), np.zeros(n, bool)
+
     if not valid.any():
-        return nothing
+        return nothing()
     # only the blocks that reach the cells (a block is kept or dropped whole)
     v = _columns(mvs, frames, None if cells is None else (r0 * block, r1 * block, c0 * block, c1 * block))
     if v["f"].size == 0:
-        return nothing
+        return nothing()
     if (v["dir"] > 0).any():
         v = _drop_unused_partitions(v)
     # One reference frame and no B-frames (mvm prepare's streams): the structural guess is the
@@ -132,7 +135,7 @@ def painted_frames(decoded: DecodedVideo, frames: np.ndarray, block: int = 4, ch
     dist = _reference_distance(pixels, decoded.pict_types, v, check)
     keep = dist > 0  # references outside the decoded frames cannot be placed in time
     if not keep.any():  # every reference lies outside the decoded frames (a window's first frames)
-        return nothing
+        return nothing()
     if not keep.all():
         v, dist = {k: a[keep] for k, a in v.items()}, dist[keep]
     # P (past ref): content at src is now at dst -> dst - src = -off; B (future): src - dst = +off.
@@ -167,26 +170,36 @@ def _columns(per_frame: list, frames: np.ndarray, box: tuple[int, int, int, int]
         raw, dtype = joined.view(np.uint8).reshape(-1), joined.dtype
     mv = raw.view(dtype)
     row = np.repeat(np.array([r for r, _ in parts], np.int64), [len(m) for m in arrays])
-    if box is not None:
-        # Block [x - w/2, x + w/2) overlaps the box, in integers (twice the pixels). Whole records
-        # are then gathered as rows of bytes: one copy, where the structured array's own
-        # indexing is 20x slower (as rows of a 2-D byte array 4x) and field by field costs a gather
-        # per field.
-        x2, y2 = mv["dst_x"].astype(np.int32) * 2, mv["dst_y"].astype(np.int32) * 2
-        bw, bh = mv["w"].astype(np.int32), mv["h"].astype(np.int32)
-        inside = np.flatnonzero((x2 + bw > 2 * box[2]) & (x2 - bw < 2 * box[3])
-                                & (y2 + bh > 2 * box[0]) & (y2 - bh < 2 * box[1]))
-        mv = raw.view(np.dtype((np.void, dtype.itemsize))).take(inside).view(dtype)
-        row = row[inside]
-    field = {k: mv[k] for k in ("source", "w", "h", "dst_x", "dst_y", "motion_x", "motion_y", "motion_scale")}
-    scale = np.maximum(field["motion_scale"], 1).astype(np.float32)
-    return {
-        "f": frames[row], "row": row,
-        "dir": np.where(field["source"] > 0, 1, -1).astype(np.int64),
-        "x": field["dst_x"].astype(np.float32), "y": field["dst_y"].astype(np.float32),
-        "bw": field["w"].astype(np.float32), "bh": field["h"].astype(np.float32),
-        "ox": field["motion_x"].astype(np.float32) / scale, "oy": field["motion_y"].astype(np.float32) / scale,
-    }
+    n = row.size
+    cols = {"f": np.empty(n, np.int64), "row": np.empty(n, np.int64), "dir": np.empty(n, np.int64),
+            **{k: np.empty(n, np.float32) for k in ("x", "y", "bw", "bh", "ox", "oy")}}
+    y0, y1, x0, x1 = box if box is not None else (-(2**20), 2**20, -(2**20), 2**20)
+    kept = _columns_loop(mv, row, np.asarray(frames, np.int64), int(y0), int(y1), int(x0), int(x1),
+                         *(cols[k] for k in ("f", "row", "dir", "x", "y", "bw", "bh", "ox", "oy")))
+    return {k: a[:kept] for k, a in cols.items()}
+
+
+@numba.njit(cache=True, nogil=True)
+def _columns_loop(mv, row, frames, y0, y1, x0, x1, f, rows, direction, x, y, bw, bh, ox, oy
+                  ):  # pragma: no cover (compiled)
+    """One pass over FFmpeg's records: the blocks overlapping ``[y0, y1) x [x0, x1)`` (in
+    integers: twice the centre against twice the box, the size once) as float32 columns."""
+    n = 0
+    for i in range(mv.size):
+        rec = mv[i]
+        cx, cy, w, h = np.int32(rec.dst_x) * 2, np.int32(rec.dst_y) * 2, np.int32(rec.w), np.int32(rec.h)
+        if cx + w <= 2 * x0 or cx - w >= 2 * x1 or cy + h <= 2 * y0 or cy - h >= 2 * y1:
+            continue
+        scale = np.float32(max(np.int32(rec.motion_scale), 1))
+        rows[n] = row[i]
+        f[n] = frames[row[i]]
+        direction[n] = 1 if rec.source > 0 else -1
+        x[n], y[n] = np.float32(rec.dst_x), np.float32(rec.dst_y)
+        bw[n], bh[n] = np.float32(rec.w), np.float32(rec.h)
+        ox[n] = np.float32(rec.motion_x) / scale
+        oy[n] = np.float32(rec.motion_y) / scale
+        n += 1
+    return n
 
 
 def _drop_unused_partitions(v: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
