@@ -18,7 +18,7 @@ import pytest
 from mvm.data.video_io import decode_video, encode_video
 from mvm.motion import codec as codec_mod
 from mvm.motion.codec import codec_field, codec_frames
-from mvm.motion.paint import fill_holes
+from mvm.motion.paint import fill_holes, paint
 
 SIZE, FRAMES, SQUARE, START = 64, 16, 24, 20
 
@@ -191,6 +191,36 @@ def test_intra_holes_take_the_mean_of_nearby_vectors():
     # 3x3 window: 5 covered cells with (2, 0), 3 covered cells with (0, 0)
     np.testing.assert_allclose(flow[0, 2, 1], [10 / 8, 0], atol=1e-5)
     assert (flow[0, :, :2, 0][covered[0, :, :2]] == 2).all()  # covered cells are untouched
+
+
+def test_paint_is_the_area_weighted_mean_of_overlapping_blocks():
+    # Blocks on H.264's 4-px lattice against 8-px cells: whole, straddling cells, and reaching
+    # past the grid's edges (a crop region cuts blocks at its border).
+    blocks = [(0, 8, 8, 16, 16, (1.0, 2.0)), (0, 20, 12, 8, 8, (3.0, -1.0)),
+              (0, 0, 0, 8, 8, (-2.0, 0.5)), (0, 30, 6, 4, 4, (0.25, 0.25)), (1, 12, 12, 8, 16, (5.0, 5.0))]
+    v = {"row": np.array([b[0] for b in blocks]), "x": np.array([b[1] for b in blocks], np.float32),
+         "y": np.array([b[2] for b in blocks], np.float32), "bw": np.array([b[3] for b in blocks], np.float32),
+         "bh": np.array([b[4] for b in blocks], np.float32)}
+    disp = np.array([b[5] for b in blocks], np.float32)
+    flow, covered = paint(v, disp, 2, 24, 32, 8)
+    assert flow.shape == (2, 3, 4, 2) and covered.shape == (2, 3, 4)
+    want, area = np.zeros((2, 3, 4, 2)), np.zeros((2, 3, 4))
+    for r, x, y, bw, bh, d in blocks:
+        for cy in range(3):
+            for cx in range(4):
+                a = (max(0, min(x + bw / 2, cx * 8 + 8) - max(x - bw / 2, cx * 8))
+                     * max(0, min(y + bh / 2, cy * 8 + 8) - max(y - bh / 2, cy * 8)))
+                want[r, cy, cx] += a * np.array(d)
+                area[r, cy, cx] += a
+    np.testing.assert_array_equal(covered, area > 0)
+    np.testing.assert_allclose(flow, want / np.maximum(area, 1)[..., None], atol=1e-6)
+    assert covered[0, 0, 0] and covered[0, 0, 3] and not covered[0, 2].any()  # the corner and edge blocks
+
+
+def test_fill_holes_refuses_a_field_it_cannot_write_in_place():
+    flow = np.zeros((1, 4, 4, 2), np.float64)
+    with pytest.raises(ValueError, match="float32"):
+        fill_holes(flow, np.ones((1, 4, 4), bool), np.array([True]))
 
 
 # The fast field code (scatter painting by footprint group, summed-area hole filling, the

@@ -209,6 +209,10 @@ def test_motion_for_clips_shares_frames_and_matches_single_clips(gop_videos):
     for idx, (motion, block) in zip(clips, many):
         assert block == 8
         np.testing.assert_allclose(motion, clip_motion(frame_motion(decoded, block=8), idx), atol=SPAN_TOL)
+    # repeats that share one clip's frames (data.repeat_mode="frames") share one array
+    same = motion_for_clips(decoded, [clips[0], clips[0].copy(), clips[1]], block=8)
+    assert same[0][0] is same[1][0] and same[2][0] is not same[0][0]
+    np.testing.assert_array_equal(same[0][0], many[0][0])
 
 
 @pytest.mark.parametrize("source", ["estimate", "none"])

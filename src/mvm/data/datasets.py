@@ -166,11 +166,14 @@ class VideoDataset(torch.utils.data.Dataset):
         motions = []
         for k, (idx, rng, (motion, block)) in enumerate(zip(clips, rngs, fields)):
             _, motion_t = self.transform(window.pixels(idx), motion, rng, block=block, out=videos[k])
-            motions.append(torch.zeros(*self.grid.shape, 2) if motion_t is None
-                           else _to_token_grid(motion_t, self.grid).float())
+            motions.append(motion_t)
+        if motions[0] is None:
+            tokens = torch.zeros(len(clips), *self.grid.shape, 2)
+        else:  # every repeat's clip motion onto the token grid at once
+            tokens = _to_token_grid(torch.stack(motions), self.grid).float()
         if self.repeat == 1:
-            return videos[0], motions[0]
-        return videos, torch.stack(motions)
+            return videos[0], tokens[0]
+        return videos, tokens
 
     def info(self, path: str) -> VideoInfo:
         """Frame count, size and timestamps of a video, kept per process (LRU)."""

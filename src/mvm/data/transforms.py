@@ -59,6 +59,7 @@ class ClipTransform:
         # x / 255 normalised in one multiply-add: (x / 255 - mean) / std = x * a + b
         self._a = (1.0 / (255.0 * std_t)).view(1, 3, 1, 1)
         self._b = (-torch.tensor(mean, dtype=torch.float32) / std_t).view(1, 3, 1, 1)
+        self._cells: torch.Tensor | None = None  # output cell centres in [0, 1] (made once)
 
     def crop_box(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
         """``(y0, x0, crop_h, crop_w)`` of the region to keep in a ``height x width`` frame."""
@@ -141,13 +142,14 @@ class ClipTransform:
         field = torch.from_numpy(np.ascontiguousarray(motion, dtype=np.float32)).permute(0, 3, 1, 2)
         # Centres of the output cells, in input pixels, then in grid_sample's [-1, 1] where -1 and
         # 1 are the outer edges of the field's cells (align_corners=False).
-        cells = (torch.arange(n, dtype=torch.float32) + 0.5) / n
-        gx = (x0 + cells * cw) * (2.0 / w) - 1.0
-        gy = (y0 + cells * ch) * (2.0 / h) - 1.0
-        grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)  # [n, n, (x, y)]
+        if self._cells is None or self._cells.numel() != n:
+            self._cells = (torch.arange(n, dtype=torch.float32) + 0.5) / n
+        grid = torch.empty(n, n, 2)  # [n, n, (x, y)]
+        grid[..., 0] = (x0 + self._cells * cw) * (2.0 / w) - 1.0
+        grid[..., 1] = ((y0 + self._cells * ch) * (2.0 / h) - 1.0)[:, None]
         out = F.grid_sample(field, grid.expand(t, n, n, 2), mode="bilinear", padding_mode="border",
                             align_corners=False)  # [T, 2, n, n]
-        out = out.permute(0, 2, 3, 1) * torch.tensor([self.size / cw, self.size / ch])
-        if flip:
-            out = out.flip(2) * torch.tensor([-1.0, 1.0])
-        return out.contiguous()
+        # to output pixels; a flip mirrors the columns and negates dx (x -1 is exact either way)
+        sx = self.size / cw
+        out = out.permute(0, 2, 3, 1) * torch.tensor([-sx if flip else sx, self.size / ch])
+        return (out.flip(2) if flip else out).contiguous()

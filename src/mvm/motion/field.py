@@ -251,7 +251,10 @@ def motion_for_clips(decoded: DecodedVideo, clips: list[np.ndarray], source: str
     resampling of that part touches, plus the hole-filling reach around them; cells farther out
     are zero. Inside, the values are those of the whole frame, except where the smaller set of
     vectors changes the reference-check probe, or a frame's covered share (``valid``), which is
-    judged on the computed cells (``codec_frames``)."""
+    judged on the computed cells (``codec_frames``).
+
+    Clips with the same frames (repeats that share one clip's frames) share one motion array:
+    treat the results as read-only."""
     nf, h, w = decoded.frames.shape[:3]
     block = clip_block(h, w) if block is None else int(block)
     hm, wm = grid_shape(h, w, block)
@@ -266,9 +269,14 @@ def motion_for_clips(decoded: DecodedVideo, clips: list[np.ndarray], source: str
         for a, b in _merge([(s[3], s[4]) for s in spans if s[3] <= s[4]]):
             fields.append((a, b, _span_motion(decoded, kind, a, b, block, cells)))
     out = []
+    done: dict[tuple[int, ...], np.ndarray] = {}  # clips with the same frames (data.repeat_mode="frames")
     for idx, first, lo, a, hi in spans:
         if kind == "none" or a > hi:
             out.append((np.zeros((idx.size, hm, wm, 2), np.float32), block))
+            continue
+        key = (first if first is not None else -1, *idx.tolist())
+        if key in done:  # the same motion: one array, shared
+            out.append((done[key], block))
             continue
         fa, _, flow = next(f for f in fields if f[0] <= a and hi <= f[1])
         span = flow[a - fa:hi - fa + 1]
@@ -279,6 +287,7 @@ def motion_for_clips(decoded: DecodedVideo, clips: list[np.ndarray], source: str
             whole = np.zeros((idx.size, hm, wm, 2), np.float32)
             whole[:, need[0]:need[1], need[2]:need[3]] = motion
             motion = whole
+        done[key] = motion
         out.append((motion, block))
     return out
 

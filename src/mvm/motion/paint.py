@@ -75,39 +75,32 @@ def _paint_loop(row, left, top, bw, bh, disp, block, flow, area):  # pragma: no 
                     flow[f, cy, cx, 1] /= np.float32(a)
 
 
-def fill_holes(flow: np.ndarray, covered: np.ndarray, valid: np.ndarray, radius: int = FILL_RADIUS,
-               rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None) -> None:
+def fill_holes(flow: np.ndarray, covered: np.ndarray, valid: np.ndarray, radius: int = FILL_RADIUS) -> None:
     """Cells no vector covered (intra blocks) take the mean of the covered cells within
     ``radius`` cells (a normalised box filter, in place); cells with none stay zero.
 
     Args:
         flow: ``[n, Hm, Wm, 2]`` float32, written in place at the holes of ``valid`` frames.
         covered: ``[n, Hm, Wm]`` bool; valid: ``[n]`` bool (other frames are left alone).
-        rows, cols: ``(start, stop)``: only the holes in these cells are filled (the part a
-            caller reads); the means still see every covered cell within ``radius``.
 
     The box sums come from each frame's summed-area table in float64, summed down the rows,
     then along them (exact for H.264's quarter-pixel values).
     """
     if flow.dtype != np.float32 or not flow.flags.c_contiguous:
         raise ValueError("fill_holes works in place on a C-contiguous float32 [n, Hm, Wm, 2] field")
-    hm, wm = covered.shape[1:]
-    r0, r1 = rows if rows is not None else (0, hm)
-    c0, c1 = cols if cols is not None else (0, wm)
-    _fill_loop(flow, np.ascontiguousarray(covered), np.ascontiguousarray(valid, np.bool_), int(radius),
-               int(r0), int(r1), int(c0), int(c1))
+    _fill_loop(flow, np.ascontiguousarray(covered), np.ascontiguousarray(valid, np.bool_), int(radius))
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_loop(flow, covered, valid, radius, r0, r1, c0, c1):  # pragma: no cover (compiled)
+def _fill_loop(flow, covered, valid, radius):  # pragma: no cover (compiled)
     n, hm, wm = covered.shape
     table = np.empty((hm + 1, wm + 1, 3))  # table[y, x] = sums over cells [:y, :x]: dx, dy, count
     for f in range(n):
         if not valid[f]:
             continue
         holes = False
-        for y in range(r0, r1):
-            for x in range(c0, c1):
+        for y in range(hm):
+            for x in range(wm):
                 if not covered[f, y, x]:
                     holes = True
         if not holes:
@@ -130,9 +123,9 @@ def _fill_loop(flow, covered, valid, radius, r0, r1, c0, c1):  # pragma: no cove
             for x in range(1, wm + 1):
                 for c in range(3):
                     table[y, x, c] += table[y, x - 1, c]
-        for y in range(r0, r1):
+        for y in range(hm):
             ya, yb = max(y - radius, 0), min(y + radius + 1, hm)
-            for x in range(c0, c1):
+            for x in range(wm):
                 if covered[f, y, x]:
                     continue
                 xa, xb = max(x - radius, 0), min(x + radius + 1, wm)
