@@ -53,6 +53,22 @@ def test_out_buffer_gets_the_same_values(train):
         t(frames, None, np.random.default_rng(7), out=torch.empty(3, 4, 32, 31))
 
 
+def test_params_drawn_first_give_the_same_clip():
+    # The dataset draws every repeat's crop and flip before computing motion for their union.
+    frames = np.random.default_rng(1).integers(0, 255, (4, 48, 80, 3), dtype=np.uint8)
+    motion = np.random.default_rng(2).normal(size=(4, 12, 20, 2)).astype(np.float32)
+    t = ClipTransform(32, train=True)
+    for seed in range(6):  # flips and crops of several kinds
+        want = t(frames, motion, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        params = t.draw(48, 80, rng)
+        got = t(frames, motion, None, params=params)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        used = np.random.default_rng(seed)
+        t(frames, motion, used)
+        assert rng.random() == used.random()  # draw takes from the generator what the call takes
+
+
 def test_eval_takes_the_centre_square_of_the_short_side():
     frames = _ramps(2, 40, 100)
     video, _ = ClipTransform(40, train=False)(frames, None, np.random.default_rng(0))

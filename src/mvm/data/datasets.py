@@ -16,7 +16,6 @@ failure was already known, so items stay deterministic. The failure is reported 
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
@@ -150,22 +149,21 @@ class VideoDataset(torch.utils.data.Dataset):
             raise BadSample("bad_label", f"label {entry.label} outside [0, {k}) (data.num_classes={k})")
         rngs = self.clip_rngs(i)
         window, clips = self._decode(entry, rngs)
-        # Motion of every repeat at once: frames that several clips need are turned into motion once,
-        # and only where the repeats' crops will read it (the crops the transform is about to draw
-        # from the same generators, drawn here on copies).
+        # Each repeat's crop and flip, drawn first: motion of every repeat is then computed at once
+        # (frames that several clips need are turned into motion once) and only where the crops read it.
+        h, w = window.frames.shape[1:3]
+        params = [self.transform.draw(h, w, rng) for rng in rngs]
         fields = [(None, None)] * len(clips)
         if self.with_motion:
-            h, w = window.frames.shape[1:3]
-            boxes = [self.transform.crop_box(h, w, copy.deepcopy(rng)) for rng in rngs]
-            region = (min(b[0] for b in boxes), max(b[0] + b[2] for b in boxes),
-                      min(b[1] for b in boxes), max(b[1] + b[3] for b in boxes))
+            region = (min(p[0] for p in params), max(p[0] + p[2] for p in params),
+                      min(p[1] for p in params), max(p[1] + p[3] for p in params))
             fields = _clips_motion(window, clips, self.motion_source, entry.path, region)
         # Repeats are written straight into their rows of one [R, 3, T, S, S] tensor (no stack copy).
         s = self.transform.size
         videos = torch.empty(len(clips), 3, len(clips[0]), s, s)
         motions = []
-        for k, (idx, rng, (motion, block)) in enumerate(zip(clips, rngs, fields)):
-            _, motion_t = self.transform(window.pixels(idx), motion, rng, block=block, out=videos[k])
+        for k, (idx, crop, (motion, block)) in enumerate(zip(clips, params, fields)):
+            _, motion_t = self.transform(window.pixels(idx), motion, None, block=block, out=videos[k], params=crop)
             motions.append(motion_t)
         if motions[0] is None:
             tokens = torch.zeros(len(clips), *self.grid.shape, 2)

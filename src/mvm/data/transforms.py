@@ -77,20 +77,27 @@ class ClipTransform:
         qy, qx = offsets[int(rng.integers(len(offsets)))]
         return qy * hs, qx * ws, ch, cw
 
+    def draw(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int, int, int, bool]:
+        """``(y0, x0, crop_h, crop_w, flip)`` for a ``height x width`` clip: what ``__call__``
+        draws from ``rng`` (the crop, then the flip), for callers that need the crop first."""
+        box = self.crop_box(height, width, rng)
+        return (*box, self.train and self.flip and bool(rng.random() < 0.5))
+
     def __call__(
-        self, frames: np.ndarray, motion: np.ndarray | None, rng: np.random.Generator, block: int | None = None,
-        out: torch.Tensor | None = None,
+        self, frames: np.ndarray, motion: np.ndarray | None, rng: np.random.Generator | None, block: int | None = None,
+        out: torch.Tensor | None = None, params: tuple[int, int, int, int, bool] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Transform one clip.
 
         Args:
             frames: ``[T, H, W, 3]`` uint8 RGB.
             motion: ``[T, Hm, Wm, 2]`` float32 (dx, dy) in input pixels, or None.
-            rng: draws the crop and the flip (training only).
+            rng: draws the crop and the flip (training only); unused with ``params``.
             block: the field's cell side in pixels, its cells starting at the top-left pixel
                 (``Hm = ceil(H / block)`` may overhang the frame); None: the cells tile the frame.
             out: ``[3, T, S, S]`` float32 contiguous buffer to write the video into (e.g. one row
                 of an item's stacked repeats), or None for a new one.
+            params: crop and flip drawn beforehand (:meth:`draw`), instead of from ``rng``.
 
         Returns:
             video ``[3, T, S, S]`` float32 normalised, and motion ``[T, S/4, S/4, 2]`` float32 in
@@ -99,8 +106,7 @@ class ClipTransform:
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"frames must be [T, H, W, 3], got {tuple(frames.shape)}")
         _, h, w, _ = frames.shape
-        y0, x0, ch, cw = self.crop_box(h, w, rng)
-        flip = self.train and self.flip and bool(rng.random() < 0.5)
+        y0, x0, ch, cw, flip = self.draw(h, w, rng) if params is None else params
         video = self._pixels(frames, y0, x0, ch, cw, flip, out)
         out_motion = None
         if motion is not None:
