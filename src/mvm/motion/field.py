@@ -16,6 +16,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -185,16 +186,33 @@ def _clip_span(indices: np.ndarray, num_frames: int) -> tuple[np.ndarray, int | 
 
 def _accumulate(span: np.ndarray, lo: int, idx: np.ndarray, first: int | None) -> np.ndarray:
     """Clip motion from ``span`` = per-frame motion of frames ``lo+1 .. hi`` (``[hi-lo, Hm, Wm, 2]``)."""
-    # cum[i - lo] = sum of the motion of frames lo+1 .. i. Summed frame by frame: the same
-    # additions as np.cumsum(axis=0), whose accumulate along an outer axis is ~10x slower here.
-    cum = scratch("accumulate", (span.shape[0] + 1) * span[0].size, np.float64).reshape(-1, *span.shape[1:])
-    cum[0] = 0.0
-    for i in range(span.shape[0]):
-        np.add(cum[i], span[i], out=cum[i + 1])
+    # cum(i) = sum of the motion of frames lo+1 .. i, in float64, frame after frame; sample k is
+    # cum(idx[k]) - cum(idx[k-1]). Only the sums at the samples' frames are kept.
+    pos = np.unique(np.concatenate([idx - lo, [] if first is None else [first - lo]]).astype(np.int64))
+    cum = np.empty((pos.size, *span.shape[1:]), np.float64)
+    _cumsum_at(span, pos, cum)  # (span may be a crop of the computed cells: read in place)
+    at = np.searchsorted(pos, idx - lo)
     out = np.empty((idx.size, *span.shape[1:]), np.float32)
-    out[1:] = cum[idx[1:] - lo] - cum[idx[:-1] - lo]
-    out[0] = cum[idx[0] - lo] - cum[first - lo] if first is not None else out[1]
+    out[1:] = cum[at[1:]] - cum[at[:-1]]
+    out[0] = cum[at[0]] - cum[np.searchsorted(pos, first - lo)] if first is not None else out[1]
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _cumsum_at(span, pos, out):  # pragma: no cover (compiled)
+    """``out[j] = span[:pos[j]].sum(0)`` in float64, added frame by frame (``pos`` sorted)."""
+    n, hm, wm, _ = span.shape
+    running = np.zeros((hm, wm, 2))
+    j = 0
+    for i in range(n + 1):
+        while j < pos.size and pos[j] == i:
+            out[j] = running
+            j += 1
+        if i < n:
+            for y in range(hm):
+                for x in range(wm):
+                    running[y, x, 0] += span[i, y, x, 0]
+                    running[y, x, 1] += span[i, y, x, 1]
 
 
 def clip_block(height: int, width: int) -> int:
