@@ -257,13 +257,15 @@ def isolated(args: argparse.Namespace) -> dict:
     Round ``k`` starts one process per variant (the order reversed every other round), each
     times ``--items`` items after ``--warmup`` untimed ones; CPU and wall time are measured inside
     the process, so start-up and imports are not counted. The items of round ``k`` are the same
-    for every variant.
+    for every variant. Besides the overheads from summed times, each round's motion / no-motion
+    pair (adjacent processes) gives one overhead; their median is also reported.
     """
     files = make_kinetics_like(args.real, args.footage)
     names = [f"{v}_r{r}" for r in args.repeats for v in ("decode_floor", "plain", "motion")]
     result: dict = {}
     for enc in files:
         wall, cpu, clips = (dict.fromkeys(names, 0.0) for _ in range(3))
+        per_round: dict[str, list[float]] = {n: [] for n in names}  # CPU s per clip, round by round
         for rnd in range(args.rounds):
             for name in names[::1 if rnd % 2 == 0 else -1]:
                 cmd = [sys.executable, __file__, "--part", "worker", "--variant", name, "--encoding", enc,
@@ -274,7 +276,16 @@ def isolated(args: argparse.Namespace) -> dict:
                 wall[name] += got["wall_s"]
                 cpu[name] += got["cpu_s"]
                 clips[name] += got["clips"]
+                per_round[name].append(got["cpu_s"] / got["clips"])
         result[enc] = summarise(args, names, wall, cpu, clips, args.rounds * args.items)
+        # The same from each round's pair of processes (same items, run minutes apart at most):
+        # the median is robust to a round that other work on the machine slowed down.
+        result[enc] |= {f"motion_overhead_r{r}_cpu_pct_median_of_rounds": round(100 * float(np.median(
+            [m / p - 1 for m, p in zip(per_round[f"motion_r{r}"], per_round[f"plain_r{r}"])])), 1)
+            for r in args.repeats}
+        result[enc]["motion_overhead_cpu_pct_per_round"] = {
+            f"r{r}": [round(100 * (m / p - 1), 1) for m, p in zip(per_round[f"motion_r{r}"], per_round[f"plain_r{r}"])]
+            for r in args.repeats}
     result = with_cores(args, result, files)
     result["mode"] = f"one process per variant and round, {args.warmup} warm-up items each, heap {args.heap}"
     return result
