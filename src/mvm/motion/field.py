@@ -364,6 +364,9 @@ def _codec_span(decoded: DecodedVideo, a: int, b: int, block: int,
             before = _nearest_measured(decoded, range(a - 1, -1, -1), block, cells)
         if b < nf - 1 and (good.size == 0 or not valid[-1]):
             after = _nearest_measured(decoded, range(b + 1, nf), block, cells)
+        if before is None and after is None:  # filled from inside the span: in place
+            fill_invalid_frames(flow, valid)
+            return flow
         parts = [p for p in (before, (flow, valid), after) if p is not None]
         full = np.concatenate([p[0] for p in parts])
         fill_invalid_frames(full, np.concatenate([p[1] for p in parts]))
