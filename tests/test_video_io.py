@@ -56,6 +56,34 @@ def test_exported_vectors_own_their_memory(tmp_path):
             base = getattr(base, "obj", None) or getattr(base, "base", None)
 
 
+def test_decoded_frames_are_freed_without_the_garbage_collector(tmp_path, monkeypatch):
+    # Reading PyAV's side data ties each frame into a reference cycle; decode_video breaks it
+    # once the vectors are copied, so no decoded frame outlives the decode even with the
+    # collector off (where the release is unavailable, it collects once per decode instead).
+    import gc
+    import types
+
+    import av
+
+    from mvm.data import video_io
+
+    frames = np.zeros((10, 32, 32, 3), np.uint8)
+    for t in range(10):
+        frames[t, 8:20, 4 + t:16 + t] = 255
+    encode_video(tmp_path / "m.mp4", frames, gop=10)
+    assert video_io._RELEASE_SIDE_DATA is not None  # CPython with PyAV's container types
+    monkeypatch.setattr(video_io, "gc", types.SimpleNamespace(collect=lambda *a: 0))  # no fallback
+    gc.collect()
+    gc.disable()
+    try:
+        out = decode_video(tmp_path / "m.mp4", with_motion=True)
+        alive = sum(isinstance(o, av.VideoFrame) for o in gc.get_objects())
+    finally:
+        gc.enable()
+    assert out.has_vectors and sum(mv is not None for mv in out.motion_vectors) == 9
+    assert alive == 0
+
+
 def test_image_folder(tmp_path):
     for i, img in enumerate(_frames(3)):
         Image.fromarray(img).save(tmp_path / f"{i:03d}.png")
