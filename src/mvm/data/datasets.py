@@ -161,13 +161,13 @@ class VideoDataset(torch.utils.data.Dataset):
         # Repeats are written straight into their rows of one [R, 3, T, S, S] tensor (no stack copy).
         s = self.transform.size
         videos = torch.empty(len(clips), 3, len(clips[0]), s, s)
-        motions = []
-        for k, (idx, crop, (motion, block)) in enumerate(zip(clips, params, fields)):
-            _, motion_t = self.transform(window.pixels(idx), motion, None, block=block, out=videos[k], params=crop)
-            motions.append(motion_t)
-        if motions[0] is None:
+        for k, (idx, crop) in enumerate(zip(clips, params)):
+            self.transform(window.pixels(idx), None, None, out=videos[k], params=crop)
+        if not self.with_motion:
             tokens = torch.zeros(len(clips), *self.grid.shape, 2)
-        else:  # every repeat's clip motion onto the token grid at once
+        else:  # after the pixels: the repeats' motion one after the other (their shared field stays
+            # in cache; each clip's pixel work between them evicted it), then onto the token grid at once
+            motions = [self.transform.motion(m, (h, w), crop, block) for crop, (m, block) in zip(params, fields)]
             tokens = _to_token_grid(torch.stack(motions), self.grid).float()
         if self.repeat == 1:
             return videos[0], tokens[0]

@@ -108,14 +108,20 @@ class ClipTransform:
         _, h, w, _ = frames.shape
         y0, x0, ch, cw, flip = self.draw(h, w, rng) if params is None else params
         video = self._pixels(frames, y0, x0, ch, cw, flip, out)
-        out_motion = None
-        if motion is not None:
-            if motion.ndim != 4 or motion.shape[-1] != 2:
-                raise ValueError(f"motion must be [T, Hm, Wm, 2], got {tuple(motion.shape)}")
-            # pixel extent the field covers: the frame, or whole cells of `block` pixels
-            extent = (h, w) if block is None else (motion.shape[1] * block, motion.shape[2] * block)
-            out_motion = self._motion(motion, extent, y0, x0, ch, cw, flip)
+        out_motion = None if motion is None else self.motion(motion, (h, w), (y0, x0, ch, cw, flip), block)
         return video, out_motion
+
+    def motion(self, motion: np.ndarray, frame_hw: tuple[int, int], params: tuple[int, int, int, int, bool],
+               block: int | None = None) -> torch.Tensor:
+        """The motion half of ``__call__``: ``[T, Hm, Wm, 2]`` motion of ``frame_hw`` frames
+        through the crop and flip ``params`` (:meth:`draw`) -> ``[T, S/4, S/4, 2]`` float32 in
+        output pixels. For callers that transform a clip's pixels and its motion apart (the
+        dataset does all repeats' motion one after the other, while their field is in cache)."""
+        if motion.ndim != 4 or motion.shape[-1] != 2:
+            raise ValueError(f"motion must be [T, Hm, Wm, 2], got {tuple(motion.shape)}")
+        # pixel extent the field covers: the frame, or whole cells of `block` pixels
+        extent = frame_hw if block is None else (motion.shape[1] * block, motion.shape[2] * block)
+        return self._motion(motion, extent, *params)
 
     def _pixels(self, frames: np.ndarray, y0: int, x0: int, ch: int, cw: int, flip: bool,
                 out: torch.Tensor | None = None) -> torch.Tensor:
