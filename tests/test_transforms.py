@@ -64,6 +64,7 @@ def test_params_drawn_first_give_the_same_clip():
         params = t.draw(48, 80, rng)
         got = t(frames, motion, None, params=params)
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        assert torch.equal(t.motion(motion, (48, 80), params), want[1])  # the motion half alone
         used = np.random.default_rng(seed)
         t(frames, motion, used)
         assert rng.random() == used.random()  # draw takes from the generator what the call takes
