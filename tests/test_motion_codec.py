@@ -359,3 +359,25 @@ def test_real_footage_agrees_with_optical_flow_in_direction():
         den = np.linalg.norm(ref, axis=-1) * np.linalg.norm(ours, axis=-1) + 1e-6
         cos.extend((num / den)[moving])
     assert len(cos) > 100 and np.mean(cos) > 0.6
+
+
+def test_unused_partitions_are_dropped_as_defined():
+    rng = np.random.default_rng(0)
+    n = 3000  # blocks drawn from few positions, so many are exported more than once
+    v = {"f": rng.integers(0, 3, n), "x": rng.integers(0, 6, n).astype(np.float32) * 8 + 4,
+         "y": rng.integers(0, 4, n).astype(np.float32) * 8 + 4, "bw": rng.choice([8, 16], n).astype(np.float32),
+         "bh": rng.choice([8, 16], n).astype(np.float32), "dir": rng.choice([-1, 1], n)}
+    moving = rng.random(n) < 0.3
+    v["ox"] = np.where(moving, rng.normal(size=n), 0).astype(np.float32)
+    v["oy"] = np.where(moving, rng.normal(size=n), 0).astype(np.float32)
+    blocks: dict = {}
+    for i in range(n):
+        blocks.setdefault((v["f"][i], v["x"][i], v["y"][i], v["bw"][i], v["bh"][i]), []).append(i)
+    keep = np.ones(n, bool)
+    for members in blocks.values():  # a zero vector goes when its block also has a non-zero one
+        if len(members) > 1 and any(moving[j] for j in members):
+            keep[[j for j in members if not moving[j]]] = False
+    got = codec_mod._drop_unused_partitions(v)
+    assert 0 < keep.sum() < n
+    for k in v:
+        np.testing.assert_array_equal(got[k], v[k][keep])

@@ -167,3 +167,22 @@ def test_image_folder_honours_start(tmp_path):
         Image.fromarray(f).save(tmp_path / f"img_{i + 1:05d}.png")
     part = decode_video(tmp_path, start=2, max_frames=3)
     assert part.start == 2 and np.array_equal(part.frames, frames[2:5])
+
+
+def test_luma_planes_grow_and_give_up_on_a_size_change():
+    import av
+
+    from mvm.data.video_io import _LumaPlanes
+
+    rng = np.random.default_rng(0)
+    planes = [rng.integers(0, 256, (6, 10), np.uint8) for _ in range(70)]
+    luma = _LumaPlanes(None)  # length unknown: grown past its first 64 planes
+    for p in planes:
+        luma.add(av.VideoFrame.from_ndarray(p, format="gray"))
+    assert np.array_equal(luma.planes(), np.stack(planes))
+    exact = _LumaPlanes(3)
+    for p in planes[:3]:
+        exact.add(av.VideoFrame.from_ndarray(p, format="gray"))
+    assert np.array_equal(exact.planes(), np.stack(planes[:3]))
+    luma.add(av.VideoFrame.from_ndarray(np.zeros((8, 10), np.uint8), format="gray"))
+    assert luma.planes() is None  # frames of two sizes: no luma (the check reads RGB instead)

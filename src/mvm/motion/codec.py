@@ -210,22 +210,46 @@ def _drop_unused_partitions(v: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     A block truly predicted from both sides by moving content has two non-zero vectors; a static
     one has two zeros. Averaging the placeholder zero in would halve the motion.
     """
-    # Frame, then row, then column: nearly the export order (macroblocks in raster order), which
-    # a stable sort (timsort) orders in a few passes (np.unique's sort of an x-first key: 50x more).
-    key = (((v["f"] * 65536 + v["y"].astype(np.int64)) * 65536 + v["x"].astype(np.int64)) * 64
-           + v["bw"].astype(np.int64) // 4 * 8 + v["bh"].astype(np.int64) // 4)
-    order = np.argsort(key, kind="stable")
-    ordered = key.take(order)
-    first = np.empty(key.size + 1, bool)  # first[i]: sorted position i starts a block (+ the end)
-    first[0], first[-1] = True, True
-    np.not_equal(ordered[1:], ordered[:-1], out=first[1:-1])
-    size = np.diff(np.flatnonzero(first))  # vectors per block
-    group = np.empty(key.size, np.int64)
-    group[order] = np.cumsum(first[:-1]) - 1  # each vector's block
-    zero = (v["ox"] == 0) & (v["oy"] == 0)
-    moving_in_group = np.bincount(group, weights=~zero, minlength=len(size)) > 0
-    keep = ~(zero & (size[group] > 1) & moving_in_group[group])
-    return {k: a[keep] for k, a in v.items()}
+    keep = _unused_partitions_loop(v["f"], v["x"], v["y"], v["bw"], v["bh"], v["ox"], v["oy"])
+    return v if keep.all() else {k: a[keep] for k, a in v.items()}
+
+
+@numba.njit(cache=True, nogil=True)
+def _unused_partitions_loop(f, x, y, bw, bh, ox, oy):  # pragma: no cover (compiled)
+    """``[n]`` bool: False for a zero vector whose block (frame, centre, size) has another,
+    non-zero vector. Blocks are found in a hash table of their packed key, one pass (a stable
+    sort of the keys took 7x longer: 1.5 of the 17 ms codec motion added to an x264 item)."""
+    n = f.size
+    bits = 1
+    while (1 << bits) < 2 * n:
+        bits += 1
+    mask = (1 << bits) - 1
+    slots = np.full(1 << bits, -1, np.int64)  # hash slot -> block number
+    keys = np.empty(n, np.int64)  # block number -> key
+    count = np.zeros(n, np.int64)  # vectors per block
+    moving = np.zeros(n, np.bool_)  # any non-zero vector in the block
+    block = np.empty(n, np.int64)  # each vector's block number
+    blocks = 0
+    for i in range(n):
+        key = (((f[i] * 65536 + np.int64(y[i])) * 65536 + np.int64(x[i])) * 64
+               + np.int64(bw[i]) // 4 * 8 + np.int64(bh[i]) // 4)
+        slot = np.int64((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits)) & mask
+        while slots[slot] >= 0 and keys[slots[slot]] != key:  # linear probing
+            slot = (slot + 1) & mask
+        if slots[slot] < 0:
+            slots[slot] = blocks
+            keys[blocks] = key
+            blocks += 1
+        b = slots[slot]
+        block[i] = b
+        count[b] += 1
+        if ox[i] != 0 or oy[i] != 0:
+            moving[b] = True
+    keep = np.empty(n, np.bool_)
+    for i in range(n):
+        b = block[i]
+        keep[i] = not (ox[i] == 0 and oy[i] == 0 and count[b] > 1 and moving[b])
+    return keep
 
 
 def _candidates(types: list[str], nf: int) -> tuple[np.ndarray, np.ndarray]:
@@ -315,9 +339,12 @@ def _best_distance(frames: np.ndarray, v: dict[str, np.ndarray], cand: np.ndarra
 def _best_distance_loop(flat, nf, h, w, step, channel, f, sign, x, y, bw, bh, ox, oy, cand, margin,
                         better):  # pragma: no cover (compiled)
     lat = (np.arange(4).astype(np.float32) + np.float32(0.5)) / np.float32(4) - np.float32(0.5)
-    # The diagonal of the lattice first: a candidate whose first 4 points already cost too much
-    # to win is dropped without reading the other 12 (they can only add), a third of the reads.
-    order = np.array([0, 5, 10, 15, 1, 2, 3, 4, 6, 7, 8, 9, 11, 12, 13, 14])
+    # The lattice's 16 points are 4 columns x 4 rows, so a frame's points take 4 + 4 roundings
+    # (offsets within a frame), not 16 + 16: the same points in 15% less time.
+    cx = np.empty(4, np.int64)  # this block's lattice columns (offsets within a frame)
+    cy = np.empty(4, np.int64)  # ... and rows
+    rx = np.empty(4, np.int64)  # the same at the vector's offset
+    ry = np.empty(4, np.int64)
     there = np.empty(16, np.int64)  # pixel offsets of the reference points within a frame
     cur = np.empty(16, np.int64)  # this block's pixels at the lattice points
     fsize = h * w * step
@@ -326,13 +353,27 @@ def _best_distance_loop(flat, nf, h, w, step, channel, f, sign, x, y, bw, bh, ox
     # candidate over all vectors, which walks one reference frame at a time but keeps the
     # vectors' points in memory).
     for m in range(f.size):
-        for k in range(16):
-            a, b = order[k] // 4, order[k] % 4  # lattice row (y), column (x)
-            px, py = x[m] + lat[b] * bw[m], y[m] + lat[a] * bh[m]
-            xi, yi = min(max(np.rint(px), 0), w - 1), min(max(np.rint(py), 0), h - 1)
-            cur[k] = flat[f[m] * fsize + (np.int64(yi) * w + np.int64(xi)) * step + channel]
-            xr, yr = min(max(np.rint(px + ox[m]), 0), w - 1), min(max(np.rint(py + oy[m]), 0), h - 1)
-            there[k] = (np.int64(yr) * w + np.int64(xr)) * step + channel
+        for b in range(4):
+            px = x[m] + lat[b] * bw[m]
+            cx[b] = np.int64(min(max(np.rint(px), 0), w - 1)) * step
+            rx[b] = np.int64(min(max(np.rint(px + ox[m]), 0), w - 1)) * step
+            py = y[m] + lat[b] * bh[m]
+            cy[b] = np.int64(min(max(np.rint(py), 0), h - 1)) * w * step
+            ry[b] = np.int64(min(max(np.rint(py + oy[m]), 0), h - 1)) * w * step
+        # The diagonal of the lattice first: a candidate whose first 4 points already cost too much
+        # to win is dropped without reading the other 12 (they can only add), a third of the reads.
+        here = f[m] * fsize + channel
+        k = 0
+        for a in range(4):
+            cur[k] = flat[here + cy[a] + cx[a]]
+            there[k] = ry[a] + rx[a] + channel
+            k += 1
+        for a in range(4):
+            for b in range(4):
+                if a != b:
+                    cur[k] = flat[here + cy[a] + cx[b]]
+                    there[k] = ry[a] + rx[b] + channel
+                    k += 1
         base = min(max(f[m] + sign[m] * cand[m, 0], 0), nf - 1) * fsize
         total = 0
         for k in range(16):
