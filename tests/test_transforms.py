@@ -157,3 +157,22 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="motion"):
         ClipTransform(32, train=False)(np.zeros((4, 8, 8, 3), np.uint8), np.zeros((4, 2, 2)),
                                        np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("size,patch,frames,block", [(224, 16, 16, 4), (224, 14, 8, None), (64, 8, 4, 8), (32, 16, 4, 4)])
+def test_motion_tokens_equal_resampling_then_pooling(size, patch, frames, block):
+    from mvm.grid import TokenGrid
+    from mvm.motion.field import to_token_grid
+
+    rng = np.random.default_rng(0)
+    grid = TokenGrid.from_clip(frames, size, 2, patch)
+    tf = ClipTransform(size, train=True)
+    for _ in range(12):  # crops of every scale and offset, flipped or not, up- and downscaled
+        h, w = int(rng.integers(size // 2, 3 * size)), int(rng.integers(size // 2, 3 * size))
+        cells = (h // 5, w // 7) if block is None else (-(-h // block), -(-w // block))
+        motion = (rng.normal(size=(frames, *cells, 2)) * 3).astype(np.float32)
+        params = tf.draw(h, w, rng)
+        want = to_token_grid(tf.motion(motion, (h, w), params, block), grid)
+        got = tf.motion_tokens(motion, (h, w), params, block, grid)
+        assert got.shape == (grid.t, grid.h, grid.w, 2) and got.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))

@@ -166,9 +166,9 @@ class VideoDataset(torch.utils.data.Dataset):
         if not self.with_motion:
             tokens = torch.zeros(len(clips), *self.grid.shape, 2)
         else:  # after the pixels: the repeats' motion one after the other (their shared field stays
-            # in cache; each clip's pixel work between them evicted it), then onto the token grid at once
-            motions = [self.transform.motion(m, (h, w), crop, block) for crop, (m, block) in zip(params, fields)]
-            tokens = _to_token_grid(torch.stack(motions), self.grid).float()
+            # in cache; each clip's pixel work between them evicted it), straight onto the token grid
+            tokens = torch.stack([self.transform.motion_tokens(m, (h, w), crop, block, self.grid)
+                                  for crop, (m, block) in zip(params, fields)])
         if self.repeat == 1:
             return videos[0], tokens[0]
         return videos, tokens
@@ -258,12 +258,6 @@ def _clips_motion(window: DecodedVideo, clips: list[np.ndarray], source: str, pa
     from mvm.motion.field import motion_for_clips
 
     return motion_for_clips(window, clips, source, path=path, region=region)
-
-
-def _to_token_grid(motion: torch.Tensor, grid: TokenGrid) -> torch.Tensor:
-    from mvm.motion.field import to_token_grid
-
-    return to_token_grid(motion, grid)
 
 
 def stack_items(items: list[dict]) -> dict:
