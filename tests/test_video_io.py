@@ -186,3 +186,42 @@ def test_luma_planes_grow_and_give_up_on_a_size_change():
     assert np.array_equal(exact.planes(), np.stack(planes[:3]))
     luma.add(av.VideoFrame.from_ndarray(np.zeros((8, 10), np.uint8), format="gray"))
     assert luma.planes() is None  # frames of two sizes: no luma (the check reads RGB instead)
+
+
+def test_frames_before_the_clip_that_nothing_refers_to_are_not_decoded(tmp_path):
+    import av
+
+    from mvm.data.video_io import _decoded
+
+    frames = np.random.default_rng(4).integers(0, 255, (48, 32, 48, 3), dtype=np.uint8)
+    encode_video(tmp_path / "b.mp4", frames, gop=48, bframes=3, refs=2)  # one keyframe: a long pre-roll
+    pts = frame_index(tmp_path / "b.mp4")
+    full = decode_video(tmp_path / "b.mp4", with_motion=True)
+    part = decode_video(tmp_path / "b.mp4", start=30, max_frames=10, with_motion=True, pts=pts)
+    assert np.array_equal(part.frames, full.frames[30:40]) and part.pict_types == full.pict_types[30:40]
+    for a, b in zip(part.motion_vectors, full.motion_vectors[30:40]):
+        assert (a is None) == (b is None) and (a is None or np.array_equal(a, b))
+
+    def before_start(first_pts):
+        with av.open(str(tmp_path / "b.mp4")) as container:
+            stream = container.streams.video[0]
+            stream.codec_context.thread_type = "NONE"
+            container.seek(int(pts[30]), backward=True, any_frame=False, stream=stream)
+            return sum(f.pts < pts[30] for f in _decoded(container, stream, first_pts))
+
+    assert before_start(None) == 30  # from the keyframe: every frame before the clip
+    assert before_start(int(pts[30])) < 30  # the non-reference B-frames among them are skipped
+
+
+def test_a_sparse_decode_skips_unneeded_frames_and_still_seeks(tmp_path, caplog):
+    import logging
+
+    frames = np.random.default_rng(5).integers(0, 255, (48, 32, 48, 3), dtype=np.uint8)
+    encode_video(tmp_path / "b.mp4", frames, gop=48, bframes=3, refs=2)
+    pts = frame_index(tmp_path / "b.mp4")
+    full = decode_video(tmp_path / "b.mp4")
+    with caplog.at_level(logging.DEBUG, logger="mvm.data.video_io"):
+        for start, keep in [(9, np.arange(0, 33, 4)), (20, np.array([1, 2, 27])), (2, np.array([0]))]:
+            part = decode_video(tmp_path / "b.mp4", start=start, max_frames=int(keep[-1]) + 1, pts=pts, keep=keep)
+            assert np.array_equal(part.frames, full.frames[start + keep])
+    assert "decoding from frame 0" not in caplog.text  # the skipped frames are not taken for a missed seek
