@@ -159,7 +159,8 @@ def variant_fns(args: argparse.Namespace, paths: list[Path], prev_motion=None) -
 
     def dataset(motion: bool, repeat: int) -> VideoDataset:
         cfg = DataConfig(frames=args.frames, stride=args.stride, size=args.size, cache_mb=0,
-                         motion="codec" if motion else "none", repeat=repeat)
+                         motion="codec" if motion else "none", repeat=repeat,
+                         **({"motion_frames": mf} if (mf := getattr(args, "motion_frames", "all")) != "all" else {}))
         return VideoDataset(entries, grid, cfg, train=True, with_motion=motion, repeat=repeat)
 
     def floor(ds: VideoDataset, i: int) -> None:
@@ -390,7 +391,8 @@ def paired(args: argparse.Namespace) -> dict:
 
     retain_heap()
     files = make_kinetics_like(args.real, args.footage)
-    result: dict = {"mvm": str(Path(mvm.__file__).parent), "items": args.items, "passes": args.passes}
+    result: dict = {"mvm": str(Path(mvm.__file__).parent), "items": args.items, "passes": args.passes,
+                    "motion_frames": args.motion_frames}
     for enc, paths in files.items():
         for r in args.repeats:
             sub = copy.copy(args)
@@ -510,6 +512,8 @@ def main() -> None:
                          "fewer sets than rounds every item is timed several times and min_of_rounds reports "
                          "the least CPU each took, summed (robust to rounds slowed by other work)")
     ap.add_argument("--passes", type=int, default=3, help="paired: times each item is timed")
+    ap.add_argument("--motion-frames", choices=("all", "references"), default="all",
+                    help="data.motion_frames of the codec-motion items")
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     ap.add_argument("--encoding", help=argparse.SUPPRESS)
     ap.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)

@@ -31,6 +31,7 @@ def test_overrides_are_typed():
     ("train.motion_scale=0", "train.motion_scale"),
     ("data.motion=none", "train.motion_weight"),  # the preset's motion target needs motion
     ("data.cache_mb=-5", "data.cache_mb"),
+    ("data.motion_frames=some", "data.motion_frames"),
 ])
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -311,3 +311,17 @@ def test_repeat_mode_frames_shares_one_clip_and_clips_draws_own_starts(videos):
     own = VideoDataset([entry[:2]], GRID, _cfg(repeat=4, repeat_mode="clips", stride=1), train=True, seed=1)
     _, clips = own._decode(entry, own.clip_rngs(0))
     assert len({int(c[0]) for c in clips}) > 1  # each repeat its own start
+
+
+def test_motion_frames_references_skips_unshown_b_frames_and_keeps_the_clip(tmp_path):
+    y, x = np.mgrid[0:48, 0:64]
+    frames = np.stack([np.stack([(x * 5 + y * 3 + 2 * t) % 256, (x * 2 - 3 * t) % 256, (y * 7 + t) % 256], -1)
+                       for t in range(40)]).astype(np.uint8)  # a pattern moving every frame
+    encode_video(tmp_path / "b.mp4", frames, gop=40, bframes=3, refs=2)
+    grid = TokenGrid.from_clip(4, 32, 2, 16)
+    items = {mf: VideoDataset([(str(tmp_path / "b.mp4"), 0)], grid, _cfg(motion="codec", stride=4, motion_frames=mf),
+                              train=True, seed=3)[0] for mf in ("all", "references")}
+    assert torch.equal(items["all"]["video"], items["references"]["video"])  # the shown frames are decoded alike
+    a, r = items["all"]["motion"], items["references"]["motion"]
+    assert a.shape == r.shape and a.abs().max() > 0.5
+    assert not torch.equal(a, r) and (r - a).norm() / a.norm() < 0.5  # skipped frames filled from neighbours

@@ -381,3 +381,13 @@ def test_unused_partitions_are_dropped_as_defined():
     assert 0 < keep.sum() < n
     for k in v:
         np.testing.assert_array_equal(got[k], v[k][keep])
+
+
+def test_frames_the_decode_skipped_are_no_candidate_reference():
+    types = list("IBbbPBbbPbbP")
+    past, future = codec_mod._candidates(types, len(types))
+    frame = np.arange(len(types))[:, None]
+    for sign, cand in ((-1, past), (1, future)):
+        target = frame + sign * cand
+        hits = [types[t] for t in target[cand > 0]]
+        assert hits and "b" not in hits  # B and anchors yes, skipped frames never

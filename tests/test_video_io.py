@@ -225,3 +225,24 @@ def test_a_sparse_decode_skips_unneeded_frames_and_still_seeks(tmp_path, caplog)
             part = decode_video(tmp_path / "b.mp4", start=start, max_frames=int(keep[-1]) + 1, pts=pts, keep=keep)
             assert np.array_equal(part.frames, full.frames[start + keep])
     assert "decoding from frame 0" not in caplog.text  # the skipped frames are not taken for a missed seek
+
+
+def test_skip_unreferenced_keeps_every_frame_in_place_and_decodes_the_shown_ones(tmp_path):
+    frames = np.random.default_rng(6).integers(0, 255, (48, 32, 48, 3), dtype=np.uint8)
+    encode_video(tmp_path / "b.mp4", frames, gop=48, bframes=3, refs=2)
+    pts = frame_index(tmp_path / "b.mp4")
+    full = decode_video(tmp_path / "b.mp4", start=10, max_frames=29, with_motion=True, pts=pts)
+    shown = np.arange(4, 29, 4)
+    part = decode_video(tmp_path / "b.mp4", start=10, max_frames=29, with_motion=True, pts=pts, rgb=shown,
+                        skip_unreferenced=True)
+    assert part.num_frames == 29 and part.luma.shape == full.luma.shape
+    assert np.array_equal(part.pixels(shown), full.frames[shown])
+    skipped = [k for k, t in enumerate(part.pict_types) if t == "b"]
+    assert skipped and not set(skipped) & set(shown.tolist())  # some frames skipped, never a shown one
+    for k in range(29):
+        if k in skipped:  # a placeholder: no vectors, no pixels; was a B-frame
+            assert part.motion_vectors[k] is None and not part.luma[k].any() and full.pict_types[k] == "B"
+        else:  # decoded: the same as in the full decode
+            assert part.pict_types[k] == full.pict_types[k] and np.array_equal(part.luma[k], full.luma[k])
+            a, b = part.motion_vectors[k], full.motion_vectors[k]
+            assert (a is None) == (b is None) and (a is None or np.array_equal(a, b))

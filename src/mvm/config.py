@@ -58,6 +58,10 @@ class DataConfig:
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     motion: str = "auto"
     """Motion source: auto (codec vectors, else estimated), codec, estimate, none."""
+    motion_frames: str = "all"
+    """Codec motion of B-frame streams: ``all`` decodes every frame of a clip's span for its
+    vectors; ``references`` skips the frames no other frame refers to (most B-frames) that the
+    clip does not show, and fills their motion from their neighbours (docs/motion.md)."""
     workers: int = 2
     """DataLoader worker processes (0: load in the main process)."""
     cache_mb: float = 0.0
@@ -390,6 +394,8 @@ def validate(cfg: Config) -> None:
     need(d.workers >= 0, "data.workers", f"must be >= 0, got {d.workers}")
     need(d.repeat >= 1, "data.repeat", f"must be >= 1, got {d.repeat}")
     need(d.repeat_mode in ("frames", "clips"), "data.repeat_mode", f"must be frames or clips, got '{d.repeat_mode}'")
+    need(d.motion_frames in ("all", "references"), "data.motion_frames",
+         f"must be all or references, got '{d.motion_frames}'")
     need(o.batch_size % d.repeat == 0, "optim.batch_size",
          f"{o.batch_size} clips is not a multiple of data.repeat={d.repeat}")
     need(t.eval_every >= 0, "train.eval_every", f"must be >= 0, got {t.eval_every}")

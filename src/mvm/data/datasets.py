@@ -221,7 +221,7 @@ class VideoDataset(torch.utils.data.Dataset):
             # motion reads the vectors, picture types and (streams with farther references) luma
             # planes of every frame of it; RGB is needed for the clips' frames only.
             window = decode_video(entry.path, start=lo, max_frames=hi - lo, with_motion=True, pts=info.pts,
-                                  rgb=shown)
+                                  rgb=shown, skip_unreferenced=cfg.motion_frames == "references")
         elif self.with_motion:  # motion estimated from the pixels: every frame in RGB
             window = decode_video(entry.path, start=lo, max_frames=hi - lo, with_motion=codec_mv, pts=info.pts)
         else:  # without motion only the clips' frames are decoded to RGB (16 of a 61-frame span)

@@ -69,7 +69,7 @@ class DecodedVideo:
         motion_vectors: per frame, FFmpeg's exported vectors as a structured array with fields
             source, w, h, src_x, src_y, dst_x, dst_y, flags, motion_x, motion_y, motion_scale;
             None where the frame exported none (I-frames, codecs without vectors, not asked).
-        pict_types: per frame, "I", "P", "B" or "?".
+        pict_types: per frame, "I", "P", "B" or "?" ("b": not decoded, see ``skip_unreferenced``).
         has_vectors: True when any frame carried vectors.
         start: index in the whole video of ``frames[0]`` (0 unless decoded from a later frame).
         max_refs: reference frames the stream may use (H.264 ``max_num_ref_frames``), None if unknown.
@@ -117,7 +117,7 @@ class DecodedVideo:
     @property
     def single_reference(self) -> bool:
         """One reference frame and no B-frames: every vector points at the previous frame."""
-        return self.max_refs == 1 and "B" not in self.pict_types
+        return self.max_refs == 1 and "B" not in self.pict_types and "b" not in self.pict_types
 
     @property
     def nbytes(self) -> int:
@@ -244,6 +244,7 @@ def decode_video(
     pts: np.ndarray | None = None,
     keep: np.ndarray | None = None,
     rgb: np.ndarray | None = None,
+    skip_unreferenced: bool = False,
 ) -> DecodedVideo:
     """Decode frames ``start .. start + max_frames - 1`` of a video file (or a folder of images).
 
@@ -269,6 +270,11 @@ def decode_video(
         rgb: sorted offsets from ``start`` of the frames to convert to RGB; the others keep their
             place, vectors and picture type, but not their pixels (see ``DecodedVideo.rgb``). For
             codec motion of single-reference streams, which reads no pixels. None: convert all.
+        skip_unreferenced: with ``pts``, ``rgb`` and ``with_motion``: frames outside ``rgb`` that no
+            other frame refers to (most B-frames) are not decoded at all. They keep their place
+            with no vectors, picture type ``"b"``, no pixels and a zero luma plane, so codec
+            motion fills their motion from their neighbours (``fill_invalid_frames``) and never
+            takes them as a reference. About a third of an x264-default window (docs/motion.md).
 
     Returns:
         :class:`DecodedVideo` with ``start`` set to the index of its first frame.
@@ -300,7 +306,8 @@ def decode_video(
                 raise VideoDecodeError(path, "no_frames", f"frame {start} asked of a {len(pts)}-frame video")
             if pts is not None:
                 container.seek(int(pts[start]), backward=True, any_frame=False, stream=stream)
-                out = _decode_frames(container, stream, path, with_motion, max_frames, start, pts, keep, rgb, want_luma)
+                out = _decode_frames(container, stream, path, with_motion, max_frames, start, pts, keep, rgb, want_luma,
+                                     skip_unreferenced)
             if out is None:  # no timestamps, or the seek missed: number frames by decoding from 0
                 log.debug("%s: cannot seek exactly; decoding from frame 0", path)
                 container.close()
@@ -348,6 +355,7 @@ def _configure(stream: av.video.stream.VideoStream, with_motion: bool, threads: 
 def _decode_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: Path,
                    with_motion: bool, max_frames: int | None, start: int, pts: np.ndarray | None,
                    keep: np.ndarray | None = None, rgb: np.ndarray | None = None, luma: bool = False,
+                   skip_unreferenced: bool = False,
                    ) -> tuple[list[np.ndarray | None], list[np.ndarray | None], list[str], np.ndarray | None] | None:
     """Frames ``start ..`` in order (only offsets in ``keep`` when given), their vectors, picture
     types and (``luma``) luma planes ``[n, H, W]`` (None without ``luma``, or when the frame
@@ -367,6 +375,8 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
         needed = None  # the frames to decode in full (None: all from `start`)
         if pts is not None and keep is not None and not with_motion:  # (motion needs every frame's vectors)
             needed = {int(pts[start + k]) for k in keep if start + k < len(pts)}
+        elif pts is not None and rgb is not None and with_motion and skip_unreferenced:
+            needed = {int(pts[start + k]) for k in rgb if start + k < len(pts)}
         for frame in _decoded(container, stream, None if pts is None or start == 0 else int(pts[start]), needed):
             if pts is not None:
                 if frame.pts is None:
@@ -374,16 +384,26 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
                 position = int(np.searchsorted(pts, frame.pts))
                 if position < start:
                     continue
+                end = position if max_frames is None else min(position, start + max_frames)
+                if position != start + seen:
+                    # A frame did not come out: the seek missed (the first frame is not `start`),
+                    # or a frame the caller asked for is lost; frames `_decoded` skipped are not
+                    # asked for. (A seek that landed past unneeded frames only is taken as skipping:
+                    # the frames asked for are all there either way.)
+                    gap = range(start + seen, end)
+                    if (seen == 0 and needed is None) or position < start + seen or needed is None \
+                            or any(int(pts[m]) in needed for m in gap):
+                        return None
+                    if wanted is None:  # every frame keeps its place: skipped ones as placeholders
+                        for _ in gap:
+                            frames.append(None)
+                            types.append("b")
+                            mvs.append(None)
+                            if lumas is not None:
+                                lumas.skip()
+                    seen = end - start
                 if max_frames is not None and position >= start + max_frames:
                     break  # (the window's last frames were skipped: not needed, see `_decoded`)
-                if position != start + seen:
-                    # a frame did not come out: the seek missed (the first frame is not `start`),
-                    # or a frame the caller asked for is lost; frames `_decoded` skipped are not
-                    # asked for
-                    gap = range(start + seen, position)
-                    if seen == 0 or not gap or needed is None or any(int(pts[m]) in needed for m in gap):
-                        return None
-                    seen = position - start
             else:
                 position += 1
                 if position < start:
@@ -438,6 +458,7 @@ class _LumaPlanes:
         self.expected = frames or 64  # the window's length when known, else grown by doubling
         self.buf: np.ndarray | None = None
         self.n = 0
+        self.pending = 0  # frames skipped before the first plane (zeros once the size is known)
         self.mixed = False  # the frame size changed: no luma (the check reads RGB's green)
 
     def add(self, frame: av.VideoFrame) -> None:
@@ -445,13 +466,25 @@ class _LumaPlanes:
             return
         plane = _luma_view(frame)
         if self.buf is None:
-            self.buf = np.empty((self.expected, *plane.shape), np.uint8)
+            self.buf = np.empty((max(self.expected, self.pending + 1), *plane.shape), np.uint8)
+            self.buf[:self.pending] = 0
+            self.n = self.pending
         elif plane.shape != self.buf.shape[1:]:
             self.mixed = True
             return
         elif self.n == len(self.buf):
             self.buf = np.concatenate([self.buf, np.empty_like(self.buf)])
         self.buf[self.n] = plane
+        self.n += 1
+
+    def skip(self) -> None:
+        """A frame that was not decoded: a zero plane in its place."""
+        if self.buf is None:
+            self.pending += 1
+            return
+        if self.n == len(self.buf):
+            self.buf = np.concatenate([self.buf, np.empty_like(self.buf)])
+        self.buf[self.n] = 0
         self.n += 1
 
     def planes(self) -> np.ndarray | None:

@@ -256,7 +256,8 @@ def _candidates(types: list[str], nf: int) -> tuple[np.ndarray, np.ndarray]:
     """``[nf, C]`` candidate distances for past and for future references (0 = none), read-only.
 
     Column 0 is the structural guess (the nearest I/P frame in that direction; 0 when none is
-    decoded, which drops the vector), then 1..3 frames and the next-nearest I/P frames. Kept per
+    decoded, which drops the vector), then 1..3 frames and the next-nearest I/P frames; none of
+    them a frame of type ``"b"`` (skipped by the decode as unreferenced). Kept per
     picture-type pattern: a stream's windows repeat a few patterns (GOP phase and length)."""
     return _candidates_of(tuple(types[:nf]), nf)
 
@@ -265,6 +266,8 @@ def _candidates(types: list[str], nf: int) -> tuple[np.ndarray, np.ndarray]:
 def _candidates_of(types: tuple[str, ...], nf: int) -> tuple[np.ndarray, np.ndarray]:
     frame = np.arange(nf)
     anchors = np.array([i for i in range(nf) if i < len(types) and types[i] in "IP?"], np.int64)
+    # "b": a frame decode_video(skip_unreferenced=True) did not decode, as no frame refers to it
+    skipped = np.array([i < len(types) and types[i] == "b" for i in range(nf)], bool)
     padded = np.concatenate([[-(10**9)] * ANCHORS, anchors, [10**9] * ANCHORS])  # sentinels: out of range
     before = np.searchsorted(anchors, frame) + ANCHORS  # index in padded of the first anchor >= f
     after = np.searchsorted(anchors, frame, side="right") + ANCHORS  # first anchor > f
@@ -275,6 +278,7 @@ def _candidates_of(types: tuple[str, ...], nf: int) -> tuple[np.ndarray, np.ndar
         cand = np.stack([dists[0], *[np.full(nf, d) for d in NEAR_DISTANCES], *dists[1:]], 1)
         target = frame[:, None] + sign * cand
         cand[(target < 0) | (target >= nf)] = 0
+        cand[skipped[np.clip(target, 0, nf - 1)]] = 0  # frames not decoded were nobody's reference
         cand[cand[:, 0] == 0] = 0  # no I/P frame that way: the reference is out of reach
         for j in range(1, cand.shape[1]):  # blank repeats so each distance is tried once
             cand[:, j][(cand[:, j, None] == cand[:, :j]).any(1)] = 0
