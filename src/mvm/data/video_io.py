@@ -360,9 +360,10 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
     """Frames ``start ..`` in order (only offsets in ``keep`` when given), their vectors, picture
     types and (``luma``) luma planes ``[n, H, W]`` (None without ``luma``, or when the frame
     size changes within the stream). With ``pts`` a frame's index is its timestamp's rank and
-    None is returned when the first frame from ``start`` on is not ``start`` (the seek missed);
-    without, frames are counted from the current position, which must be frame 0. Frames
-    outside ``rgb`` (when given) are None."""
+    None is returned when a frame from ``start`` on that the caller needs did not come out (the
+    seek missed; frames `_decoded` skips as unneeded and unreferenced may be absent); without,
+    frames are counted from the current position, which must be frame 0. Frames outside ``rgb``
+    (when given) are None."""
     wanted = None if keep is None else {int(k) for k in keep}
     convert = None if rgb is None else {int(k) for k in rgb}
     seen = 0  # frames from `start` on, kept or not
@@ -391,8 +392,7 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
                     # asked for. (A seek that landed past unneeded frames only is taken as skipping:
                     # the frames asked for are all there either way.)
                     gap = range(start + seen, end)
-                    if (seen == 0 and needed is None) or position < start + seen or needed is None \
-                            or any(int(pts[m]) in needed for m in gap):
+                    if needed is None or position < start + seen or any(int(pts[m]) in needed for m in gap):
                         return None
                     if wanted is None:  # every frame keeps its place: skipped ones as placeholders
                         for _ in gap:
