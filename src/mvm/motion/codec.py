@@ -217,8 +217,8 @@ def _drop_unused_partitions(v: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 @numba.njit(cache=True, nogil=True)
 def _unused_partitions_loop(f, x, y, bw, bh, ox, oy):  # pragma: no cover (compiled)
     """``[n]`` bool: False for a zero vector whose block (frame, centre, size) has another,
-    non-zero vector. Blocks are found in a hash table of their packed key, one pass (a stable
-    sort of the keys took 7x longer: 1.5 of the 17 ms codec motion added to an x264 item)."""
+    non-zero vector. Blocks are found in a hash table of their packed key, one pass (0.6 ms for
+    an x264 item's 37,000 vectors; the stable sort of the keys it replaces took 1.1-1.2 ms)."""
     n = f.size
     bits = 1
     while (1 << bits) < 2 * n:
