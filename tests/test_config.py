@@ -32,6 +32,8 @@ def test_overrides_are_typed():
     ("data.motion=none", "train.motion_weight"),  # the preset's motion target needs motion
     ("data.cache_mb=-5", "data.cache_mb"),
     ("data.motion_frames=some", "data.motion_frames"),
+    ("synth.background_contrast=-1", "synth.background_contrast"),
+    ("synth.pan=-1", "synth.pan"),
 ])
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -169,3 +169,34 @@ def test_pan_is_recorded_only_when_not_the_default(tmp_path):
     assert json.loads((tmp_path / "b" / "synth.json").read_text())["args"]["pan"] == 0.0
     with pytest.raises(ValueError, match="pan"):
         make_synthetic(tmp_path / "c", clips=2, pan=-1.0)
+
+
+def test_background_contrast_scales_the_texture_and_nothing_else():
+    """``background_contrast``: 0 leaves a flat background, 0.5 about half the texture's spread;
+    the object, its mask and the other draws are those of the default clip."""
+    from mvm.data.synth import render_clip_with_mask
+
+    size, frames = 32, 4
+    for label in (0, 4, 6):
+        full, meta1, mask1 = render_clip_with_mask(label, np.random.default_rng([7, label]), frames, size)
+        half, _, _ = render_clip_with_mask(label, np.random.default_rng([7, label]), frames, size,
+                                           background_contrast=0.5)
+        flat, meta0, mask0 = render_clip_with_mask(label, np.random.default_rng([7, label]), frames, size,
+                                                   background_contrast=0.0)
+        assert meta0 == meta1 and np.array_equal(mask0, mask1)
+        near = np.logical_or.reduce([np.roll(mask1.any(0), (dy, dx), (0, 1))
+                                     for dy in range(-2, 3) for dx in range(-2, 3)])
+        bg = ~near
+        assert np.ptp(flat[:, bg].astype(np.int16), axis=1).max() <= 1  # one colour (rounding)
+        spread = [x[:, bg].astype(np.float32).std(1).mean() for x in (full, half)]
+        assert 0.4 < spread[1] / spread[0] < 0.6, spread  # (clipping at 0/255 bends it a little)
+        inside = mask1 & mask0  # the object's pixels do not depend on the background's texture
+        far = np.logical_and.reduce([np.roll(mask1, (dy, dx), (1, 2)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+        assert np.abs(full[far & inside].astype(np.int16) - flat[far & inside]).max() <= 1
+
+
+def test_background_contrast_is_recorded_only_when_not_the_default(tmp_path):
+    make_synthetic(tmp_path / "a", clips=2, val_clips=0, frames=2, size=16, background_contrast=0.25)
+    assert json.loads((tmp_path / "a" / "synth.json").read_text())["args"]["background_contrast"] == 0.25
+    with pytest.raises(ValueError, match="background_contrast"):
+        make_synthetic(tmp_path / "c", clips=2, background_contrast=-0.5)

@@ -163,6 +163,8 @@ class SynthConfig:
     refs: int = 1
     pan: float = 1.0
     """Scale of the camera pan (1: 0-1 px/frame at 64 px; 0: a fixed camera, as in surveillance)."""
+    background_contrast: float = 1.0
+    """Scale of the background texture's contrast (1: 1/f noise; 0: a flat colour)."""
 
 
 @dataclass
@@ -430,6 +432,8 @@ def validate(cfg: Config) -> None:
     need(tk.all_weight >= 0, "tokenizer.all_weight", f"must be >= 0, got {tk.all_weight}")
     need(tk.noise >= 0, "tokenizer.noise", f"must be >= 0, got {tk.noise}")
     need(cfg.synth.pan >= 0, "synth.pan", f"must be >= 0, got {cfg.synth.pan}")
+    need(cfg.synth.background_contrast >= 0, "synth.background_contrast",
+         f"must be >= 0, got {cfg.synth.background_contrast}")
     need(tk.eval_clips >= 1, "tokenizer.eval_clips", f"must be >= 1, got {tk.eval_clips}")
     need(t.motion_weight >= 0, "train.motion_weight", f"must be >= 0, got {t.motion_weight}")
     need(t.motion_scale > 0, "train.motion_scale", f"must be positive, got {t.motion_scale}")

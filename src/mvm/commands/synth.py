@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refs", type=int, default=d.refs, help="H.264 reference frames")
     p.add_argument("--pan", type=float, default=d.pan,
                    help="scale of the camera pan (1: 0-1 px/frame at 64 px; 0: a fixed camera)")
+    p.add_argument("--background-contrast", type=float, default=d.background_contrast,
+                   help="scale of the background texture's contrast (1: 1/f noise; 0: a flat colour)")
     p.add_argument("--object-masks", action="store_true",
                    help="also write each clip's per-frame object mask beside it (NNNNN.mask.npz)")
     p.add_argument("--workers", type=int, default=1, help="processes rendering and encoding")
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         s = make_synthetic(args.out_dir, clips=args.clips, val_clips=args.val_clips, frames=args.frames,
                            size=args.size, seed=args.seed, gop=args.gop, bframes=args.bframes,
                            refs=args.refs, object_masks=args.object_masks, workers=args.workers,
-                           pan=args.pan)
+                           pan=args.pan, background_contrast=args.background_contrast)
     except ValueError as e:
         print(f"mvm synth: {e}", file=sys.stderr)
         return 2

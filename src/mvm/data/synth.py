@@ -35,11 +35,13 @@ _DIRECTIONS = {"right": (1.0, 0.0), "left": (-1.0, 0.0), "up": (0.0, -1.0), "dow
 _SPLITS = {"train": 0, "val": 1}
 
 
-def _background(rng: np.random.Generator, size: int, camera: np.ndarray) -> np.ndarray:
+def _background(rng: np.random.Generator, size: int, camera: np.ndarray, contrast: float = 1.0) -> np.ndarray:
     """``[F, size, size, 3]`` float32 colour texture in 0..255 seen through the camera.
 
     The texture is periodic 1/f^beta noise made in the Fourier domain, so frame ``t`` (the texture
     at ``pixel + camera[t]``) is an exact sub-pixel shift: a phase ramp on the spectrum.
+    ``contrast`` scales the texture around the mean colour (0: a flat colour) after every random
+    draw, so the rest of the clip is the same at every value.
     """
     fy = np.fft.fftfreq(size)[:, None]
     fx = np.fft.rfftfreq(size)[None, :]
@@ -53,8 +55,8 @@ def _background(rng: np.random.Generator, size: int, camera: np.ndarray) -> np.n
     noise = np.fft.irfft2(spec[None] * ramp[:, None], s=(size, size)).astype(np.float32)  # [F, 2, S, S]
     noise /= noise[0].std(axis=(1, 2))[:, None, None] + 1e-8  # unit contrast; a shift keeps the std
     base = rng.uniform(50, 205, 3).astype(np.float32)
-    lum = np.float32(rng.uniform(18, 40)) * noise[:, 0, ..., None]
-    chroma = (rng.uniform(5, 15) * rng.normal(size=3)).astype(np.float32) * noise[:, 1, ..., None]
+    lum = np.float32(rng.uniform(18, 40) * contrast) * noise[:, 0, ..., None]
+    chroma = (rng.uniform(5, 15) * contrast * rng.normal(size=3)).astype(np.float32) * noise[:, 1, ..., None]
     return np.clip(base + lum + chroma, 0, 255)
 
 
@@ -110,13 +112,14 @@ def render_clip(label: int, rng: np.random.Generator, frames: int, size: int) ->
     return video, meta
 
 
-def render_clip_with_mask(label: int, rng: np.random.Generator, frames: int,
-                          size: int, pan: float = 1.0) -> tuple[np.ndarray, dict, np.ndarray]:
+def render_clip_with_mask(label: int, rng: np.random.Generator, frames: int, size: int, pan: float = 1.0,
+                          background_contrast: float = 1.0) -> tuple[np.ndarray, dict, np.ndarray]:
     """:func:`render_clip` plus the object's per-frame mask ``[frames, size, size]`` bool (its
-    coverage > 1/2, so the soft one-pixel edge splits evenly). ``pan`` scales the camera's pan
-    (the same random draws at every value, so only the camera speed changes)."""
+    coverage > 1/2, so the soft one-pixel edge splits evenly). ``pan`` scales the camera's pan,
+    ``background_contrast`` the background texture's contrast (the same random draws at every
+    value, so only the camera speed, or the background's texture, changes)."""
     traj = _trajectory(CLASSES[label], rng, frames, size, pan)
-    video = _background(rng, size, traj["camera"])  # [F, S, S, 3]
+    video = _background(rng, size, traj["camera"], background_contrast)  # [F, S, S, 3]
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
     # Object coordinates: offset from the (wrapped) centre, rotated back and scaled to units.
     centre = (traj["centre"] % size).astype(np.float32)
@@ -152,12 +155,14 @@ def render_clip_with_mask(label: int, rng: np.random.Generator, frames: int,
 
 def recorded_args(args: dict) -> dict:
     """``make_synthetic``'s arguments as ``synth.json`` records them: options at their defaults
-    (``object_masks`` off, ``pan`` 1) are left out, so sets made before the options compare equal."""
-    out = {k: v for k, v in args.items() if k not in ("object_masks", "pan", "workers")}
+    (``object_masks`` off, ``pan`` and ``background_contrast`` 1) are left out, so sets made before
+    the options compare equal."""
+    out = {k: v for k, v in args.items() if k not in ("object_masks", "pan", "background_contrast", "workers")}
     if args.get("object_masks"):
         out["object_masks"] = True
-    if args.get("pan", 1.0) != 1.0:
-        out["pan"] = args["pan"]
+    for key in ("pan", "background_contrast"):
+        if args.get(key, 1.0) != 1.0:
+            out[key] = args[key]
     return out
 
 
@@ -182,9 +187,9 @@ def load_object_mask(video_path: str | os.PathLike) -> np.ndarray:
 
 def _make_clip(job: tuple) -> dict:
     """Render and encode one clip (runs in a worker process when ``workers > 1``)."""
-    out_dir, split, index, label, frames, size, seed, gop, bframes, refs, object_masks, pan = job
+    out_dir, split, index, label, frames, size, seed, gop, bframes, refs, object_masks, pan, contrast = job
     rng = np.random.default_rng([seed, _SPLITS[split], index])
-    video, meta, mask = render_clip_with_mask(label, rng, frames, size, pan)
+    video, meta, mask = render_clip_with_mask(label, rng, frames, size, pan, contrast)
     rel = f"{split}/{index:05d}.mp4"
     encode_video(Path(out_dir) / rel, video, gop=gop, bframes=bframes, refs=refs)
     if object_masks:
@@ -211,6 +216,7 @@ def make_synthetic(
     object_masks: bool = False,
     workers: int = 1,
     pan: float = 1.0,
+    background_contrast: float = 1.0,
 ) -> dict:
     """Write the synthetic set into ``out_dir``.
 
@@ -221,7 +227,8 @@ def make_synthetic(
     With ``object_masks``, each clip's per-frame object mask goes beside it as ``NNNNN.mask.npz``
     (key ``mask``, ``[frames, size, size]`` bool; :func:`load_object_mask`).
     ``pan`` scales the camera pan (1: 0-1 px/frame at 64 px, the default; 0: a fixed camera, as
-    in surveillance footage). The list files are written last, so their presence means the set is complete.
+    in surveillance footage); ``background_contrast`` scales the background texture's contrast (1: the
+    default; 0: a flat colour, so the object is all the clip's content). The list files are written last, so their presence means the set is complete.
 
     Returns:
         a summary dict (out_dir, counts, classes, seconds, bytes).
@@ -233,6 +240,8 @@ def make_synthetic(
         raise ValueError(f"size must be even for H.264 (yuv420p), got {size}")
     if pan < 0:
         raise ValueError(f"pan must be >= 0, got {pan}")
+    if background_contrast < 0:
+        raise ValueError(f"background_contrast must be >= 0, got {background_contrast}")
     if gop < 1 or bframes < 0 or refs < 1:
         raise ValueError(f"need gop >= 1, bframes >= 0, refs >= 1; got gop={gop}, bframes={bframes}, refs={refs}")
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
@@ -243,7 +252,7 @@ def make_synthetic(
     for split, n in (("train", clips), ("val", val_clips)):
         (out / split).mkdir(parents=True, exist_ok=True)
         jobs[split] = [(str(out), split, i, i % len(CLASSES), frames, size, seed, gop, bframes, refs,
-                        object_masks, pan)
+                        object_masks, pan, background_contrast)
                        for i in range(n)]
     every = jobs["train"] + jobs["val"]
     if workers > 1:
@@ -254,7 +263,8 @@ def make_synthetic(
     by_split = {"train": results[:clips], "val": results[clips:]}
     (out / "classes.txt").write_text("\n".join(CLASSES) + "\n")
     args = recorded_args({"clips": clips, "val_clips": val_clips, "frames": frames, "size": size, "seed": seed,
-                          "gop": gop, "bframes": bframes, "refs": refs, "object_masks": object_masks, "pan": pan})
+                          "gop": gop, "bframes": bframes, "refs": refs, "object_masks": object_masks, "pan": pan,
+                          "background_contrast": background_contrast})
     summary = {"out_dir": str(out), "train": clips, "val": val_clips, "classes": list(CLASSES),
                "frames": frames, "size": size,
                "bytes": sum((out / r["path"]).stat().st_size for r in results)}
