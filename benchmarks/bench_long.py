@@ -23,7 +23,10 @@ pred-sized temporaries). As in the loop, prediction and target are gone before `
 
 Memory: on CPU the peak resident set (``VmHWM``) over the steps, and ``step_mb`` = that
 minus the resident set just before the first step (model, clip and masks in memory);
-``step_mb_each`` is the same per step (the first is the warm-up); on CUDA
+``step_mb_each`` is the same per step (the first is the warm-up); ``warm_step_mb`` is the least,
+over the steps after the warm-up, of a step's peak minus the resident set just before that step
+(what a step adds to a process that has run one, as every step of a training run after its
+first does; the first backward's code pages and thread and BLAS buffers are then in place); on CUDA
 ``torch.cuda.max_memory_allocated`` and the same difference. The resident set also holds what
 glibc keeps of freed blocks (``--mmap-threshold`` fixes its adaptive threshold) and code and
 buffers the first step brings in. ``--profile`` first runs one step under ``torch.profiler`` and
@@ -178,22 +181,30 @@ def run_one(args: argparse.Namespace) -> dict:
         model.zero_grad(set_to_none=True)
         del prof
         extra["profiled_step_mb"] = hwm_mb(reset=True) - before
-    times, peaks = [], []
+    times, peaks, warm = [], [], []
     for _ in range(1 + args.repeats):
         if device.type == "cuda":
             torch.cuda.synchronize()
+        else:
+            now = rss_mb()
         t0 = time.perf_counter()
         step()
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
         if device.type != "cuda":
-            peaks.append(hwm_mb(reset=True) - before)
+            peak_now = hwm_mb(reset=True)
+            peaks.append(peak_now - before)
+            warm.append(peak_now - now)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2 ** 20
     else:  # the steps' peak (not the profiled one's: the profiler holds memory of its own)
         peak = before + max(peaks)
         extra["step_mb_each"] = peaks  # peak RSS of each step (first: warm-up) minus before
+        # ... minus the resident set just before that step instead: what a step adds to a process
+        # that has run one (code pages, thread and BLAS buffers of the first backward in place)
+        extra["warm_step_mb"] = min(warm[1:]) if len(warm) > 1 else None
+        extra["warm_step_mb_each"] = warm
     return {"frames": args.one_frames, "mode": args.one_mode, "batch": b, "tokens": grid.num_tokens,
             "visible": int(vis_idx.shape[1]), "decoded": int(dec_idx.shape[1]),
             "step_s": min(times[1:]) if len(times) > 1 else times[0], "step_s_all": times,
@@ -253,6 +264,8 @@ def main() -> None:
                                        **({"live_vs_none": by[m]["live_peak_mb"] / by["none"]["live_peak_mb"]}
                                           if "live_peak_mb" in by[m] else {}),
                                        "step_mem_vs_none": by[m]["step_mb"] / by["none"]["step_mb"],
+                                       **({"warm_step_mem_vs_none": by[m]["warm_step_mb"] / by["none"]["warm_step_mb"]}
+                                          if by[m].get("warm_step_mb") and by["none"].get("warm_step_mb") else {}),
                                        "peak_mem_vs_none": by[m]["peak_mb"] / by["none"]["peak_mb"]}
                                    for m in by if m != "none"}
     print(json.dumps({"device": args.device, "model": args.model, "size": args.size, "batch": args.batch, "bf16": args.bf16,

@@ -211,3 +211,44 @@ def test_small_tokenizer_output_places_each_channel_at_its_pixel():
     c, y, x = 2, 13, 6
     assert out.shape == (1, 3, 4, 32, 32)
     assert out[0, c, 1, y, x].item() == c * s * s + (y % s) * s + (x % s)
+
+
+# ------------------------------------------------------------------------------------------------
+# tokenizer.topk_after: the autoencoder alone first, then the top-k joins the loss
+
+
+def test_topk_after_trains_the_autoencoder_alone_first():
+    from mvm.config import Config, ConfigError, load_config
+    from mvm.tokenizer.task import TokenizerTask, build_from_config
+
+    cfg = Config()
+    cfg.data.frames, cfg.data.size, cfg.model.tubelet, cfg.model.patch = 4, 16, 2, 8
+    cfg.tokenizer.topk_after = 5
+    task = TokenizerTask(cfg)
+    torch.manual_seed(0)
+    tok = build_from_config(cfg)
+    video = torch.randn(2, 3, 4, 16, 16, generator=torch.Generator().manual_seed(3))
+    mean = torch.tensor(cfg.data.mean).view(1, 3, 1, 1, 1)
+    std = torch.tensor(cfg.data.std).view(1, 3, 1, 1, 1)
+    target = (video * std + mean).clamp(0, 1)
+    before, parts = task.loss(tok, {"video": video}, torch.device("cpu"), step=4)
+    assert set(parts) == {"all_mse"}
+    # exactly the reconstruction from every token (plus the quantiser's term), by hand
+    h = tok.encode(video)
+    zq, _, aux = tok.quantizer(h)
+    by_hand = (tok.decode(zq) * std + mean - target).pow(2).mean() + aux
+    torch.testing.assert_close(before, by_hand)
+    before.backward()
+    # the scorer takes part (DDP needs every parameter in the graph) but learns nothing yet
+    assert all(p.grad is not None and p.grad.abs().sum() == 0 for p in tok.scorer.parameters())
+    assert any(p.grad.abs().sum() > 0 for p in tok.encoder.parameters())
+    tok.zero_grad()
+    after, parts = task.loss(tok, {"video": video}, torch.device("cpu"), step=5)
+    assert set(parts) == {"topk_mse", "all_mse"}
+    torch.testing.assert_close(after, parts["topk_mse"] + parts["all_mse"] + aux)
+    after.backward()
+    assert any(p.grad.abs().sum() > 0 for p in tok.scorer.parameters())
+    with pytest.raises(ConfigError, match=r"tokenizer\.topk_after"):
+        load_config(None, ["tokenizer.topk_after=-1"])
+    with pytest.raises(ConfigError, match=r"tokenizer\.topk_after"):
+        load_config(None, ["tokenizer.topk_after=10", "tokenizer.all_weight=0"])

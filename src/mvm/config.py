@@ -220,6 +220,10 @@ class TokenizerConfig:
     """Width of the top-k's sigmoid surrogate, in standard deviations of a clip's scores."""
     all_weight: float = 1.0
     """Weight of the reconstruction from every token next to the one from the top-k alone."""
+    topk_after: int = 0
+    """Steps of reconstruction from every token alone before the top-k's reconstruction joins the
+    loss (0: from the start). The scorer is then trained against a decoder that can already
+    reconstruct, not one that is still learning the clip's colours."""
     noise: float = 0.0
     """Gumbel noise on the standardised scores before the top-k, in training only (0: none), so
     tokens ranked just below the cut are tried now and then (see ``mvm.tokenizer.topk``)."""
@@ -431,6 +435,9 @@ def validate(cfg: Config) -> None:
     need(tk.temperature > 0, "tokenizer.temperature", f"must be positive, got {tk.temperature}")
     need(tk.all_weight >= 0, "tokenizer.all_weight", f"must be >= 0, got {tk.all_weight}")
     need(tk.noise >= 0, "tokenizer.noise", f"must be >= 0, got {tk.noise}")
+    need(tk.topk_after >= 0, "tokenizer.topk_after", f"must be >= 0, got {tk.topk_after}")
+    need(tk.topk_after == 0 or tk.all_weight > 0, "tokenizer.topk_after",
+         "needs tokenizer.all_weight > 0 (before it only the reconstruction from every token is trained)")
     need(cfg.synth.pan >= 0, "synth.pan", f"must be >= 0, got {cfg.synth.pan}")
     need(cfg.synth.background_contrast >= 0, "synth.background_contrast",
          f"must be >= 0, got {cfg.synth.background_contrast}")

@@ -240,17 +240,21 @@ class VideoTokenizer(nn.Module):
         _, codes, _ = self.quantizer(h)
         return codes, self.score(h)
 
-    def forward(self, video: torch.Tensor, k: int, all_tokens: bool = True) -> TokenizerOutput:
+    def forward(self, video: torch.Tensor, k: int, all_tokens: bool = True, topk: bool = True) -> TokenizerOutput:
         """Encode, quantise, score, keep the top ``k`` tokens, decode.
 
         Args:
             video: ``[B, 3, T, H, W]`` normalised clip.
             k: tokens kept per clip by the differentiable top-k.
             all_tokens: also decode from every token (``recon_all``).
+            topk: decode from the top-k (False: ``recon_topk`` is None and ``keep`` all ones; the
+                scores are still computed, so every parameter takes part, as DDP requires).
         """
         h = self.encode(video)
         zq, codes, aux = self.quantizer(h)
         scores = self.score(h)
+        if not topk:
+            return TokenizerOutput(self.decode(zq), None, scores, torch.ones_like(scores), codes, aux)
         keep = straight_through_topk(scores, k, self.temperature, self.noise if self.training else 0.0)
         recon_topk = self.decode(zq, keep)
         recon_all = self.decode(zq) if all_tokens else None
@@ -259,11 +263,11 @@ class VideoTokenizer(nn.Module):
 
 @dataclass
 class TokenizerOutput:
-    """``recon_all``/``recon_topk``: ``[B, 3, T, H, W]`` (normalised space; ``recon_all`` may be
-    None); ``scores``, ``keep``: ``[B, N]``; ``codes``: ``[B, N]`` long; ``aux``: scalar."""
+    """``recon_all``/``recon_topk``: ``[B, 3, T, H, W]`` (normalised space; either may be None);
+    ``scores``, ``keep``: ``[B, N]``; ``codes``: ``[B, N]`` long; ``aux``: scalar."""
 
     recon_all: torch.Tensor | None
-    recon_topk: torch.Tensor
+    recon_topk: torch.Tensor | None
     scores: torch.Tensor
     keep: torch.Tensor
     codes: torch.Tensor

@@ -113,9 +113,14 @@ class TokenizerTask(Task):
              step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg
         video = batch["video"].to(device, non_blocking=True)
-        out = model(video, self.k, all_tokens=cfg.tokenizer.all_weight > 0)
         target = to_pixels(video, cfg)
         mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1, 1) for v in (cfg.data.mean, cfg.data.std))
+        if step < cfg.tokenizer.topk_after:  # the autoencoder alone first: no top-k decode
+            out = model(video, self.k, topk=False)
+            full = (out.recon_all.float() * std + mean - target).pow(2).mean()
+            # the scores join with weight 0: every parameter in the graph, as DDP needs
+            return cfg.tokenizer.all_weight * full + out.aux + 0.0 * out.scores.sum(), {"all_mse": full.detach()}
+        out = model(video, self.k, all_tokens=cfg.tokenizer.all_weight > 0)
         # unclamped pixels for the loss, so the gradient does not vanish outside [0, 1]
         topk = (out.recon_topk.float() * std + mean - target).pow(2).mean()
         loss = topk + out.aux
