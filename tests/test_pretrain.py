@@ -155,6 +155,24 @@ def test_sigterm_writes_checkpoint_at_the_step_it_stopped(synth, tmp_path):
     assert "mvm pretrain --resume" in printed
 
 
+def test_sigterm_to_the_process_group_with_loader_workers_still_checkpoints(synth, tmp_path):
+    """SLURM's scancel signals every process of the job, loader workers included: the workers must
+    not die first and take the run down with a traceback instead of a checkpoint."""
+    out = tmp_path / "term_group"
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    args = _cli_args(synth, out, 400, "train.ckpt_every=1000", "data.workers=2")
+    p = subprocess.Popen([sys.executable, "-m", "mvm.cli", "pretrain", *args], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _wait_for(out / "metrics.jsonl", p)
+    os.killpg(p.pid, signal.SIGTERM)  # the main process and its workers alike
+    printed, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    assert "killed by signal" not in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_by"] == "SIGTERM" and 1 <= summary["steps"] < 400
+    assert (out / f"ckpt-{summary['steps']:07d}").is_dir()
+
+
 def test_synthetic_set_is_made_once_and_remade_when_the_config_changes(tmp_path):
     from mvm.train.pretrain import prepare_data_paths
 

@@ -51,7 +51,16 @@ def retain_heap() -> bool:
 
 
 def worker_init(_worker_id: int) -> None:
-    """DataLoader ``worker_init_fn`` of every mvm loader: :func:`retain_heap`."""
+    """DataLoader ``worker_init_fn`` of every mvm loader: :func:`retain_heap`, and SIGTERM ignored.
+
+    A SIGTERM sent to the whole process group (SLURM's ``scancel`` and a job's time limit signal
+    every process of the step; ``kill -- -PGID``; ``pkill -f``) used to kill the workers first:
+    the main process then died on "DataLoader worker ... is killed by signal" instead of taking
+    its own SIGTERM as a stop request (checkpoint, then exit), losing up to ``ckpt_every`` steps.
+    The main process shuts its workers down when it stops; SIGKILL still ends them at once."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     retain_heap()
 
 
