@@ -252,3 +252,44 @@ def test_topk_after_trains_the_autoencoder_alone_first():
         load_config(None, ["tokenizer.topk_after=-1"])
     with pytest.raises(ConfigError, match=r"tokenizer\.topk_after"):
         load_config(None, ["tokenizer.topk_after=10", "tokenizer.all_weight=0"])
+
+
+# ------------------------------------------------------------------------------------------------
+# tokenizer.motion_weight: a loss on frame-to-frame differences next to the pixel MSE
+
+
+def test_motion_weight_adds_the_frame_difference_error_by_hand():
+    from mvm.config import Config, ConfigError, load_config
+    from mvm.tokenizer.task import TokenizerTask, build_from_config
+
+    cfg = Config()
+    cfg.data.frames, cfg.data.size, cfg.model.tubelet, cfg.model.patch = 4, 16, 2, 8
+    cfg.tokenizer.motion_weight = 3.0
+    task = TokenizerTask(cfg)
+    torch.manual_seed(0)
+    tok = build_from_config(cfg)
+    video = torch.randn(2, 3, 4, 16, 16, generator=torch.Generator().manual_seed(3))
+    mean = torch.tensor(cfg.data.mean).view(1, 3, 1, 1, 1)
+    std = torch.tensor(cfg.data.std).view(1, 3, 1, 1, 1)
+    target = (video * std + mean).clamp(0, 1)
+    recon = torch.randn(2, 3, 4, 16, 16, generator=torch.Generator().manual_seed(4))
+    pix = recon * std + mean
+    dt = (pix[:, :, 1:] - pix[:, :, :-1]) - (target[:, :, 1:] - target[:, :, :-1])
+    by_hand = (pix - target).pow(2).mean() + 3.0 * dt.pow(2).mean()
+    torch.testing.assert_close(task._recon_loss(recon, target), by_hand)
+    # a static error (the same at every frame) costs only its pixel MSE; a moving one costs more
+    static = target + 0.1
+    moving = target + 0.1 * torch.tensor([1.0, -1.0, 1.0, -1.0]).view(1, 1, 4, 1, 1)
+    norm = lambda p: (p - mean) / std  # noqa: E731 - pixels back to the model's space
+    assert task._recon_loss(norm(static), target).item() == pytest.approx(0.01, rel=1e-4)
+    assert task._recon_loss(norm(moving), target).item() == pytest.approx(0.01 + 3.0 * 0.04, rel=1e-4)
+    # wired into the training loss: both reconstructions carry the term, and the scorer learns
+    loss, parts = task.loss(tok, {"video": video}, torch.device("cpu"), step=0)
+    out_w0 = Config()
+    out_w0.data, out_w0.model = cfg.data, cfg.model
+    plain, plain_parts = TokenizerTask(out_w0).loss(tok, {"video": video}, torch.device("cpu"), step=0)
+    assert parts["topk_mse"] > plain_parts["topk_mse"] and parts["all_mse"] > plain_parts["all_mse"]
+    loss.backward()
+    assert any(p.grad.abs().sum() > 0 for p in tok.scorer.parameters())
+    with pytest.raises(ConfigError, match=r"tokenizer\.motion_weight"):
+        load_config(None, ["tokenizer.motion_weight=-1"])

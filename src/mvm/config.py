@@ -224,6 +224,11 @@ class TokenizerConfig:
     """Steps of reconstruction from every token alone before the top-k's reconstruction joins the
     loss (0: from the start). The scorer is then trained against a decoder that can already
     reconstruct, not one that is still learning the clip's colours."""
+    motion_weight: float = 0.0
+    """Weight of a loss on frame-to-frame differences, added to each reconstruction's pixel MSE:
+    ``MSE(recon[t+1] - recon[t], clip[t+1] - clip[t])``. A static background has (nearly) no
+    temporal difference, so this term is paid for what moves: it tells the scorer that dropping a
+    moving object costs more than dropping a place seen, unchanged, at another time (0: pixels only)."""
     noise: float = 0.0
     """Gumbel noise on the standardised scores before the top-k, in training only (0: none), so
     tokens ranked just below the cut are tried now and then (see ``mvm.tokenizer.topk``)."""
@@ -434,6 +439,7 @@ def validate(cfg: Config) -> None:
     need(0 < tk.budget <= 1, "tokenizer.budget", f"must be in (0, 1], got {tk.budget}")
     need(tk.temperature > 0, "tokenizer.temperature", f"must be positive, got {tk.temperature}")
     need(tk.all_weight >= 0, "tokenizer.all_weight", f"must be >= 0, got {tk.all_weight}")
+    need(tk.motion_weight >= 0, "tokenizer.motion_weight", f"must be >= 0, got {tk.motion_weight}")
     need(tk.noise >= 0, "tokenizer.noise", f"must be >= 0, got {tk.noise}")
     need(tk.topk_after >= 0, "tokenizer.topk_after", f"must be >= 0, got {tk.topk_after}")
     need(tk.topk_after == 0 or tk.all_weight > 0, "tokenizer.topk_after",

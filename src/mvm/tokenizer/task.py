@@ -1,7 +1,8 @@
 """Tokenizer training on the shared loop: ``mvm tokenizer train``.
 
-Loss (pixels in [0, 1]): ``MSE(recon from the top-k) + all_weight * MSE(recon from all tokens)``
-plus the LFQ entropy term when LFQ is chosen. The top-k term is what teaches the scorer (its only
+Loss (pixels in [0, 1]): ``L(recon from the top-k) + all_weight * L(recon from all tokens)`` plus
+the LFQ entropy term when LFQ is chosen, where ``L`` is the pixel MSE plus ``motion_weight`` x the
+MSE of the frame-to-frame differences (0 by default). The top-k term is what teaches the scorer (its only
 gradient comes through the differentiable top-k); the all-token term keeps the codes a faithful
 description of every token, since the MAE later predicts them all. No perceptual or GAN term
 (ours: they need a pretrained network or a second optimiser, and the codes, not pretty pixels,
@@ -109,24 +110,35 @@ class TokenizerTask(Task):
                             worker_init_fn=worker_init if cfg.data.workers else None)
         return dataset, loader
 
+    def _recon_loss(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Pixel MSE of a normalised ``[B, 3, T, H, W]`` reconstruction against the ``target`` pixels
+        (unclamped, so the gradient does not vanish outside [0, 1]), plus ``motion_weight`` x the
+        MSE of its frame-to-frame differences against the clip's."""
+        cfg = self.cfg
+        mean, std = (torch.tensor(v, device=target.device).view(1, 3, 1, 1, 1) for v in (cfg.data.mean, cfg.data.std))
+        pix = recon.float() * std + mean
+        loss = (pix - target).pow(2).mean()
+        w = cfg.tokenizer.motion_weight
+        if w > 0 and target.shape[2] > 1:
+            loss = loss + w * (pix.diff(dim=2) - target.diff(dim=2)).pow(2).mean()
+        return loss
+
     def loss(self, model: torch.nn.Module, batch: dict, device: torch.device,
              step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg
         video = batch["video"].to(device, non_blocking=True)
         target = to_pixels(video, cfg)
-        mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1, 1) for v in (cfg.data.mean, cfg.data.std))
         if step < cfg.tokenizer.topk_after:  # the autoencoder alone first: no top-k decode
             out = model(video, self.k, topk=False)
-            full = (out.recon_all.float() * std + mean - target).pow(2).mean()
+            full = self._recon_loss(out.recon_all, target)
             # the scores join with weight 0: every parameter in the graph, as DDP needs
             return cfg.tokenizer.all_weight * full + out.aux + 0.0 * out.scores.sum(), {"all_mse": full.detach()}
         out = model(video, self.k, all_tokens=cfg.tokenizer.all_weight > 0)
-        # unclamped pixels for the loss, so the gradient does not vanish outside [0, 1]
-        topk = (out.recon_topk.float() * std + mean - target).pow(2).mean()
+        topk = self._recon_loss(out.recon_topk, target)
         loss = topk + out.aux
         parts = {"topk_mse": topk.detach()}
         if out.recon_all is not None:
-            full = (out.recon_all.float() * std + mean - target).pow(2).mean()
+            full = self._recon_loss(out.recon_all, target)
             loss = loss + cfg.tokenizer.all_weight * full
             parts["all_mse"] = full.detach()
         return loss, parts
