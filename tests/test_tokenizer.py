@@ -217,20 +217,29 @@ def test_small_tokenizer_output_places_each_channel_at_its_pixel():
 # tokenizer.topk_after: the autoencoder alone first, then the top-k joins the loss
 
 
-def test_topk_after_trains_the_autoencoder_alone_first():
-    from mvm.config import Config, ConfigError, load_config
+def _loss_setup(**tokenizer: float):
+    """A tiny tokenizer task (4 x 16 x 16 clips) with ``tokenizer`` settings, its model, a clip and
+    the clip's target pixels: ``(cfg, task, tok, video, mean, std, target)``."""
+    from mvm.config import Config
     from mvm.tokenizer.task import TokenizerTask, build_from_config
 
     cfg = Config()
     cfg.data.frames, cfg.data.size, cfg.model.tubelet, cfg.model.patch = 4, 16, 2, 8
-    cfg.tokenizer.topk_after = 5
+    for key, value in tokenizer.items():
+        setattr(cfg.tokenizer, key, value)
     task = TokenizerTask(cfg)
     torch.manual_seed(0)
     tok = build_from_config(cfg)
     video = torch.randn(2, 3, 4, 16, 16, generator=torch.Generator().manual_seed(3))
     mean = torch.tensor(cfg.data.mean).view(1, 3, 1, 1, 1)
     std = torch.tensor(cfg.data.std).view(1, 3, 1, 1, 1)
-    target = (video * std + mean).clamp(0, 1)
+    return cfg, task, tok, video, mean, std, (video * std + mean).clamp(0, 1)
+
+
+def test_topk_after_trains_the_autoencoder_alone_first():
+    from mvm.config import ConfigError, load_config
+
+    cfg, task, tok, video, mean, std, target = _loss_setup(topk_after=5)
     before, parts = task.loss(tok, {"video": video}, torch.device("cpu"), step=4)
     assert set(parts) == {"all_mse"}
     # exactly the reconstruction from every token (plus the quantiser's term), by hand
@@ -260,18 +269,9 @@ def test_topk_after_trains_the_autoencoder_alone_first():
 
 def test_motion_weight_adds_the_frame_difference_error_by_hand():
     from mvm.config import Config, ConfigError, load_config
-    from mvm.tokenizer.task import TokenizerTask, build_from_config
+    from mvm.tokenizer.task import TokenizerTask
 
-    cfg = Config()
-    cfg.data.frames, cfg.data.size, cfg.model.tubelet, cfg.model.patch = 4, 16, 2, 8
-    cfg.tokenizer.motion_weight = 3.0
-    task = TokenizerTask(cfg)
-    torch.manual_seed(0)
-    tok = build_from_config(cfg)
-    video = torch.randn(2, 3, 4, 16, 16, generator=torch.Generator().manual_seed(3))
-    mean = torch.tensor(cfg.data.mean).view(1, 3, 1, 1, 1)
-    std = torch.tensor(cfg.data.std).view(1, 3, 1, 1, 1)
-    target = (video * std + mean).clamp(0, 1)
+    cfg, task, tok, video, mean, std, target = _loss_setup(motion_weight=3.0)
     recon = torch.randn(2, 3, 4, 16, 16, generator=torch.Generator().manual_seed(4))
     pix = recon * std + mean
     dt = (pix[:, :, 1:] - pix[:, :, :-1]) - (target[:, :, 1:] - target[:, :, :-1])
