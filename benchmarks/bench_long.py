@@ -96,8 +96,12 @@ def live_tensor_peak(prof, top: int = 14) -> dict:
     live: dict[int, tuple[int, tuple]] = {}
     cur = peak = 0
     at_peak: dict[int, tuple[int, tuple]] = {}
+    reused = 0  # allocations at an address still live (a free the profiler did not record)
     for _, ptr, size, chain in allocs:
         if size > 0:
+            if ptr in live:
+                reused += 1
+                cur -= live.pop(ptr)[0]
             live[ptr] = (size, chain)
             cur += size
         elif ptr in live:
@@ -120,7 +124,7 @@ def live_tensor_peak(prof, top: int = 14) -> dict:
         g[0] += size
         g[1] += 1
     rows = sorted(groups.items(), key=lambda kv: -kv[1][0])
-    return {"live_peak_mb": peak / 2 ** 20, "live_end_mb": cur / 2 ** 20,
+    return {"live_peak_mb": peak / 2 ** 20, "live_end_mb": cur / 2 ** 20, "reused_live_ptrs": reused,
             "at_peak": {k: [round(v[0] / 2 ** 20, 1), v[1]] for k, v in rows[:top]},
             "at_peak_rest_mb": sum(v[0] for _, v in rows[top:]) / 2 ** 20}
 
@@ -134,6 +138,7 @@ def run_one(args: argparse.Namespace) -> dict:
     from mvm.grid import TokenGrid
     from mvm.masking import DECODER_MASKS, ENCODER_MASKS, MaskContext, mask_to_indices
     from mvm.models import build_mae
+    from mvm.models.layers import set_recompute_chunks
     from mvm.targets import masked_mse, mse, norm_pix_target
 
     device = torch.device(args.device)
@@ -146,6 +151,7 @@ def run_one(args: argparse.Namespace) -> dict:
     dec = DECODER_MASKS.build(name, ratio=ratio)(grid, b, gen, MaskContext(encoder_mask=enc))
     vis_idx, dec_idx = mask_to_indices(~enc).to(device), mask_to_indices(dec).to(device)
     model = build_mae(args.model, checkpointing=args.checkpointing).to(device)
+    set_recompute_chunks(model, args.recompute_chunks)
     video = torch.randn(b, 3, args.one_frames, args.size, args.size, generator=gen).to(device)
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -222,6 +228,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=1, help="clips per step (GPU: batch 1 is launch-bound)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing (model.checkpointing)")
+    p.add_argument("--recompute-chunks", type=int, default=0,
+                   help="with --checkpointing: recompute blocks in pieces, the MLP in N chunks (model.recompute_chunks)")
     p.add_argument("--target", choices=["decoded", "full"], default="decoded")
     p.add_argument("--loss", choices=["written", "mse"], default="written",
                    help="written: torch.mean((pred - target) ** 2) as the loop has it; mse: mvm.targets.mse")
@@ -246,7 +254,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--one-frames", str(frames), "--one-mode", mode,
                    "--device", args.device, "--model", args.model, "--size", str(args.size),
                    "--repeats", str(args.repeats), "--batch", str(args.batch), "--target", args.target, "--loss", args.loss, "--threads", str(args.threads),
-                   "--mmap-threshold", str(args.mmap_threshold)]
+                   "--mmap-threshold", str(args.mmap_threshold), "--recompute-chunks", str(args.recompute_chunks)]
             cmd += ["--bf16"] * args.bf16 + ["--checkpointing"] * args.checkpointing + ["--profile"] * args.profile
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
@@ -269,7 +277,7 @@ def main() -> None:
                                        "peak_mem_vs_none": by[m]["peak_mb"] / by["none"]["peak_mb"]}
                                    for m in by if m != "none"}
     print(json.dumps({"device": args.device, "model": args.model, "size": args.size, "batch": args.batch, "bf16": args.bf16,
-                      "checkpointing": args.checkpointing, "target": args.target, "loss": args.loss,
+                      "checkpointing": args.checkpointing, "recompute_chunks": args.recompute_chunks, "target": args.target, "loss": args.loss,
                       "mmap_threshold": args.mmap_threshold, "profile": args.profile, "rows": rows,
                       "ratios": ratios}, indent=2))
 

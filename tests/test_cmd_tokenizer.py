@@ -112,11 +112,12 @@ def test_lvmae_pretraining_step_at_128_frames(trained, tmp_path):
             "data.motion=none", "data.workers=0", "data.cache_mb=0", "model.patch=8", "mask.ratio=0.9",
             "mask.decoder=adaptive", "mask.decoder_ratio=0.15", "train.target=tokens", f"train.tokenizer={trained}",
             "train.motion_weight=0", "train.probe=false", "optim.batch_size=1", "train.steps=1",
-            "train.bf16=false", f"train.out={tmp_path / 'pre'}"]
+            "train.bf16=false", "model.checkpointing=true", "model.recompute_chunks=2", f"train.out={tmp_path / 'pre'}"]
     cfg = load_config("tiny-synthetic", sets)
     task = PretrainTask(cfg)
     model = task.build_model()
     assert model.out_dim == 8 + 5 + 5 + 5  # one small softmax per FSQ level
+    assert model.checkpointing and {b.recompute_chunks for b in model.encoder.blocks} == {2}
     _, loader = task.build_loader(0, __import__("mvm.train.distributed", fromlist=["DistInfo"]).DistInfo())
     batch = next(iter(loader))
     tokens = LvmaeTargets(cfg)(batch["video"], batch["encoder_mask"], batch["decoder_mask"])

@@ -34,6 +34,8 @@ def test_overrides_are_typed():
     ("data.motion_frames=some", "data.motion_frames"),
     ("synth.background_contrast=-1", "synth.background_contrast"),
     ("synth.pan=-1", "synth.pan"),
+    ("model.recompute_chunks=-1", "model.recompute_chunks"),
+    ("model.recompute_chunks=4", "model.recompute_chunks"),  # without model.checkpointing
 ])
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

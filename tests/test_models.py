@@ -280,3 +280,66 @@ def test_cpu_bf16_attention_paths_agree() -> None:
     finally:
         layers.CPU_MATH_ATTENTION_MAX_SCORES = old
     torch.testing.assert_close(flash.double(), ref, rtol=0, atol=3e-2)
+
+
+def _live_peak_bytes(fn) -> int:
+    """Peak of live CPU tensor bytes while ``fn()`` runs (torch.profiler's allocation events)."""
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        node = stack.pop()
+        if node.tag == _EventType.Allocation:
+            events.append((node.start_time_ns, node.extra_fields.alloc_size))
+        stack.extend(node.children)
+    cur = peak = 0
+    for _, size in sorted(events):
+        cur += size
+        peak = max(peak, cur)
+    return peak
+
+
+@pytest.mark.parametrize("drop_path", [0.0, 0.3])
+def test_recompute_chunks_gives_the_same_loss_and_gradients(drop_path: float) -> None:
+    """Recomputing blocks in pieces (attention, then 3 uneven MLP chunks) changes no value; the weight
+    gradients sum over chunks, so they agree to float rounding."""
+    from mvm.models.layers import set_recompute_chunks
+
+    video = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+    visible_idx, decode_idx = _masks(2, 8, 5)
+    losses, grads = [], []
+    for chunks in (0, 3):
+        torch.manual_seed(0)
+        model = build_mae("tiny", patch=16, depth=2, decoder_depth=2, drop_path=drop_path, checkpointing=True)
+        set_recompute_chunks(model, chunks)
+        torch.manual_seed(5)
+        loss = model(video, visible_idx, decode_idx).square().mean()
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert torch.equal(losses[0], losses[1])
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 20
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_recompute_chunks_lowers_the_backward_peak_of_a_checkpointed_block() -> None:
+    """One wide block over 512 tokens: recomputed whole, its backward holds the MLP's hidden
+    activations and their gradients for every token at once; in 4 pieces, a quarter of them."""
+    from mvm.models.encoder import run_blocks
+
+    torch.manual_seed(0)
+    blocks = torch.nn.ModuleList([Block(64, 4, 512, init_values=0.1)])
+    x = torch.randn(1, 512, 64, requires_grad=True)
+    peaks, grads = {}, {}
+    for chunks in (0, 4):
+        blocks[0].recompute_chunks = chunks
+        x.grad = None
+        peaks[chunks] = _live_peak_bytes(lambda: run_blocks(blocks, x, True).square().sum().backward())
+        grads[chunks] = x.grad.clone()
+    hidden = 512 * 512 * 4  # one [1, 512, 512] float32 hidden activation
+    assert peaks[0] - peaks[4] > 1.5 * hidden, peaks
+    torch.testing.assert_close(grads[4], grads[0], rtol=1e-5, atol=1e-6)

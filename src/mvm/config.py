@@ -81,6 +81,10 @@ class ModelConfig:
     checkpointing: bool = False
     """Activation checkpointing in encoder and decoder blocks: recompute activations in the
     backward pass, trading about a third more compute for memory (long clips)."""
+    recompute_chunks: int = 0
+    """With checkpointing, > 0 recomputes each block in pieces in the backward pass (the attention
+    branch, then the MLP branch in this many token chunks), so only one piece's activations are
+    held at a time: a lower peak for one more forward of each block (docs/benchmarks.md, "Long clips")."""
 
 
 @dataclass
@@ -415,6 +419,9 @@ def validate(cfg: Config) -> None:
     need(0 < k.decoder_ratio <= 1, "mask.decoder_ratio", f"must be in (0, 1], got {k.decoder_ratio}")
     need(0 <= k.motion_share <= 1, "mask.motion_share", f"must be in [0, 1], got {k.motion_share}")
     need(0 <= m.drop_path < 1, "model.drop_path", f"must be in [0, 1), got {m.drop_path}")
+    need(m.recompute_chunks >= 0, "model.recompute_chunks", f"must be >= 0, got {m.recompute_chunks}")
+    need(m.recompute_chunks == 0 or m.checkpointing, "model.recompute_chunks",
+         "acts only under activation checkpointing: set model.checkpointing = true too")
     need(o.batch_size >= 1, "optim.batch_size", f"must be >= 1, got {o.batch_size}")
     need(o.accum_steps >= 1, "optim.accum_steps", f"must be >= 1, got {o.accum_steps}")
     need(o.base_lr > 0, "optim.base_lr", f"must be positive, got {o.base_lr}")

@@ -16,13 +16,14 @@ from mvm.models.pos_embed import interpolate_pos_embed, sinusoid_rows, sinusoid_
 def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, checkpointing: bool) -> torch.Tensor:
     """Apply ``blocks`` in turn; with ``checkpointing`` (and autograd on), keep only each block's input
     and recompute its activations in the backward pass (``use_reentrant=False``, RNG state restored,
-    so dropout and stochastic depth draw the same masks twice)."""
+    so dropout and stochastic depth draw the same masks twice). Blocks with ``recompute_chunks``
+    are recomputed in pieces (:meth:`~mvm.models.layers.Block.forward_pieces`)."""
     if not (checkpointing and torch.is_grad_enabled()):
         for blk in blocks:
             x = blk(x)
         return x
     for blk in blocks:
-        x = checkpoint(blk, x, use_reentrant=False)
+        x = checkpoint(blk.forward_pieces if blk.recompute_chunks else blk, x, use_reentrant=False)
     return x
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 class DropPath(nn.Module):
@@ -130,13 +131,49 @@ class Block(nn.Module):
         else:
             self.gamma_1 = self.gamma_2 = None
 
+    #: Under activation checkpointing (``encoder.run_blocks``), > 0 recomputes the block in pieces
+    #: during the backward pass (:meth:`forward_pieces`); set by :func:`set_recompute_chunks`.
+    recompute_chunks: int = 0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, N, dim]`` -> ``[B, N, dim]``."""
-        if self.gamma_1 is None:
-            x = x + self.drop_path(self.attn(self.norm1(x)))
-            return x + self.drop_path(self.mlp(self.norm2(x)))
-        x = x + self.drop_path(self.gamma_1 * self.attn(self.norm1(x)))
-        return x + self.drop_path(self.gamma_2 * self.mlp(self.norm2(x)))
+        x = x + self.drop_path(self._attn_branch(x))
+        return x + self.drop_path(self._mlp_branch(x))
+
+    def _attn_branch(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.attn(self.norm1(x))
+        return y if self.gamma_1 is None else self.gamma_1 * y
+
+    def _mlp_branch(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.mlp(self.norm2(x))
+        return y if self.gamma_2 is None else self.gamma_2 * y
+
+    def forward_pieces(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` with the attention branch and ``recompute_chunks`` token chunks of the MLP
+        branch each checkpointed on its own (``[B, N, dim]`` -> ``[B, N, dim]``).
+
+        Run inside the block's own checkpoint (``encoder.run_blocks``), the backward pass then holds
+        one piece's activations at a time instead of the whole block's: at 128 frames the MLP's
+        hidden activations (4x the width, saved twice, plus their gradient) were most of what a
+        recomputed block held next to the parameter gradients. Costs one more forward of the block
+        (each piece is computed for the output, again when the block is recomputed, and once more
+        for its own backward). Same values; the weight gradients sum over the chunks, so they
+        agree with :meth:`forward`'s to float rounding. Norms and MLP act on each token alone, so
+        cutting the tokens into chunks changes no value.
+        """
+        x = x + self.drop_path(checkpoint(self._attn_branch, x, use_reentrant=False))
+        step = -(-x.shape[1] // max(1, self.recompute_chunks))
+        # split(), not slicing: one backward node gathers the chunks' gradients (slicing would give
+        # each chunk a full-size, mostly zero gradient of x, summed one by one).
+        parts = [checkpoint(self._mlp_branch, c, use_reentrant=False) for c in x.split(step, 1)]
+        return x + self.drop_path(torch.cat(parts, 1))
+
+
+def set_recompute_chunks(model: nn.Module, chunks: int) -> None:
+    """Set :attr:`Block.recompute_chunks` on every block of ``model`` (config ``model.recompute_chunks``)."""
+    for m in model.modules():
+        if isinstance(m, Block):
+            m.recompute_chunks = int(chunks)
 
 
 def init_weights(module: nn.Module) -> None:

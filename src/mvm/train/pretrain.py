@@ -64,12 +64,15 @@ def _synth_args(root: Path) -> dict[str, Any] | None:
 
 def build_model(cfg: Config) -> torch.nn.Module:
     from mvm.models import build_mae
+    from mvm.models.layers import set_recompute_chunks
     from mvm.tokenizer.lvmae import token_out_dim
 
-    return build_mae(cfg.model.name, tubelet=cfg.model.tubelet, patch=cfg.model.patch,
-                     drop_path=cfg.model.drop_path, motion_dim=2 if uses_motion_target(cfg) else 0,
-                     out_dim=token_out_dim(cfg),  # LVMAE token targets: sum(levels) logits per token
-                     checkpointing=cfg.model.checkpointing)
+    model = build_mae(cfg.model.name, tubelet=cfg.model.tubelet, patch=cfg.model.patch,
+                      drop_path=cfg.model.drop_path, motion_dim=2 if uses_motion_target(cfg) else 0,
+                      out_dim=token_out_dim(cfg),  # LVMAE token targets: sum(levels) logits per token
+                      checkpointing=cfg.model.checkpointing)
+    set_recompute_chunks(model, cfg.model.recompute_chunks)
+    return model
 
 
 def build_loader(cfg: Config, grid: TokenGrid, start_sample: int,
