@@ -304,8 +304,8 @@ def _live_peak_bytes(fn) -> int:
 
 @pytest.mark.parametrize("drop_path", [0.0, 0.3])
 def test_recompute_chunks_gives_the_same_loss_and_gradients(drop_path: float) -> None:
-    """Recomputing blocks in pieces (attention, then 3 uneven MLP chunks) changes no value; the weight
-    gradients sum over chunks, so they agree to float rounding."""
+    """Recomputing blocks in pieces (attention head by head, then 3 uneven MLP chunks) changes no
+    value here; the weight gradients sum over the pieces, so they agree to float rounding."""
     from mvm.models.layers import set_recompute_chunks
 
     video = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(1))
@@ -343,3 +343,22 @@ def test_recompute_chunks_lowers_the_backward_peak_of_a_checkpointed_block() -> 
     hidden = 512 * 512 * 4  # one [1, 512, 512] float32 hidden activation
     assert peaks[0] - peaks[4] > 1.5 * hidden, peaks
     torch.testing.assert_close(grads[4], grads[0], rtol=1e-5, atol=1e-6)
+
+
+def test_attention_head_groups_put_together_are_all_heads() -> None:
+    """Heads computed in groups (the last one smaller) are the heads computed at once, and the qkv
+    weight and biases get their gradients back through the groups."""
+    torch.manual_seed(0)
+    attn = Attention(48, 6)
+    torch.nn.init.normal_(attn.q_bias)
+    torch.nn.init.normal_(attn.v_bias)
+    x = torch.randn(2, 10, 48)
+    full = attn.heads_out(x)  # [2, 6, 10, 8]
+    (g_full,) = torch.autograd.grad(full.square().sum(), attn.qkv.weight)
+    groups = attn.head_groups(4)  # heads 0-3, then 4-5
+    assert [w.shape[1] for w, _ in groups] == [4, 2] and groups[0][1].shape == (3, 4, 8)
+    parts = torch.cat([attn.heads_out(x, w, b) for w, b in groups], 1)
+    torch.testing.assert_close(parts, full, rtol=1e-6, atol=1e-6)
+    grads = torch.autograd.grad(parts.square().sum(), (attn.qkv.weight, attn.q_bias, attn.v_bias))
+    torch.testing.assert_close(grads[0], g_full, rtol=1e-5, atol=1e-6)
+    assert all(g.abs().sum() > 0 for g in grads)

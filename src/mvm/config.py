@@ -83,8 +83,9 @@ class ModelConfig:
     backward pass, trading about a third more compute for memory (long clips)."""
     recompute_chunks: int = 0
     """With checkpointing, > 0 recomputes each block in pieces in the backward pass (the attention
-    branch, then the MLP branch in this many token chunks), so only one piece's activations are
-    held at a time: a lower peak for one more forward of each block (docs/benchmarks.md, "Long clips")."""
+    in up to this many head groups, the MLP in this many token chunks), so only one piece's
+    activations are held at a time: a lower peak for one more forward of each block
+    (docs/benchmarks.md, "Long clips")."""
 
 
 @dataclass

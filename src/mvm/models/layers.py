@@ -82,13 +82,41 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, N, dim]`` -> ``[B, N, dim]``."""
         b, n, d = x.shape
-        bias = None
-        if self.q_bias is not None:
-            bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
-        qkv = F.linear(x, self.qkv.weight, bias)
-        q, k, v = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x [B, h, N, d/h]
-        out = attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)  # [B, h, N, d/h]
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+        return self.proj(self.heads_out(x).transpose(1, 2).reshape(b, n, d))
+
+    def qkv_bias(self) -> torch.Tensor | None:
+        """``[3 * dim]``: ``cat(q_bias, 0, v_bias)``, or None without biases."""
+        if self.q_bias is None:
+            return None
+        return torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
+
+    def head_groups(self, per: int) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """The qkv weight and bias of each group of ``per`` heads (the last may have fewer):
+        views ``[3, g, dim/h, dim]`` and ``[3, g, dim/h]`` for :meth:`heads_out`, cut with one
+        ``split`` so that their gradients come back through one node."""
+        d = self.qkv.weight.shape[1]
+        hd = d // self.heads
+        weights = self.qkv.weight.view(3, self.heads, hd, d).split(per, 1)
+        bias = self.qkv_bias()
+        biases = bias.view(3, self.heads, hd).split(per, 1) if bias is not None else [None] * len(weights)
+        return list(zip(weights, biases))
+
+    def heads_out(self, x: torch.Tensor, weight: torch.Tensor | None = None,
+                  bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention output before ``proj``: ``[B, N, dim]`` -> ``[B, g, N, dim/h]``.
+
+        All heads (``g = h``) by default; with a group's ``weight`` and ``bias`` from
+        :meth:`head_groups`, those heads alone. Heads do not interact before ``proj``, so they
+        can be computed group by group (the pieces of ``Block.forward_pieces``).
+        """
+        b, n, d = x.shape
+        if weight is None:
+            weight, bias = self.qkv.weight, self.qkv_bias()
+        else:
+            weight, bias = weight.reshape(-1, d), None if bias is None else bias.reshape(-1)
+        qkv = F.linear(x, weight, bias)
+        q, k, v = qkv.view(b, n, 3, -1, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x [B, g, N, d/h]
+        return attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)  # [B, g, N, d/h]
 
 
 class Mlp(nn.Module):
@@ -148,21 +176,31 @@ class Block(nn.Module):
         y = self.mlp(self.norm2(x))
         return y if self.gamma_2 is None else self.gamma_2 * y
 
+    def _attn_heads(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return self.attn.heads_out(self.norm1(x), weight, bias)
+
     def forward_pieces(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` with the attention branch and ``recompute_chunks`` token chunks of the MLP
-        branch each checkpointed on its own (``[B, N, dim]`` -> ``[B, N, dim]``).
+        """:meth:`forward` with the attention in head groups and the MLP in token chunks, each
+        piece checkpointed on its own (``recompute_chunks`` pieces of each, at most one head per
+        group): ``[B, N, dim]`` -> ``[B, N, dim]``.
 
         Run inside the block's own checkpoint (``encoder.run_blocks``), the backward pass then holds
         one piece's activations at a time instead of the whole block's: at 128 frames the MLP's
-        hidden activations (4x the width, saved twice, plus their gradient) were most of what a
-        recomputed block held next to the parameter gradients. Costs one more forward of the block
-        (each piece is computed for the output, again when the block is recomputed, and once more
-        for its own backward). Same values; the weight gradients sum over the chunks, so they
-        agree with :meth:`forward`'s to float rounding. Norms and MLP act on each token alone, so
-        cutting the tokens into chunks changes no value.
+        hidden activations (4x the width, saved twice, plus their gradient) and attention's q, k, v
+        with the flash kernel's backward buffers were most of what a recomputed block held next to
+        the parameter gradients. Costs one more forward of the block (each piece is computed for
+        the output, again when the block is recomputed, and once more for its own backward). Heads
+        do not interact before the output projection, norms and the MLP act on each token alone,
+        so the values are :meth:`forward`'s up to float rounding (a slice of the qkv weight is a
+        smaller matmul), and the weight gradients sum over the pieces.
         """
-        x = x + self.drop_path(checkpoint(self._attn_branch, x, use_reentrant=False))
-        step = -(-x.shape[1] // max(1, self.recompute_chunks))
+        b, n, d = x.shape
+        heads = self.attn.heads
+        per = -(-heads // max(1, min(self.recompute_chunks, heads)))  # heads per group
+        outs = [checkpoint(self._attn_heads, x, w, bias, use_reentrant=False) for w, bias in self.attn.head_groups(per)]
+        y = self.attn.proj(torch.cat(outs, 1).transpose(1, 2).reshape(b, n, d))
+        x = x + self.drop_path(y if self.gamma_1 is None else self.gamma_1 * y)
+        step = -(-n // max(1, self.recompute_chunks))
         # split(), not slicing: one backward node gathers the chunks' gradients (slicing would give
         # each chunk a full-size, mostly zero gradient of x, summed one by one).
         parts = [checkpoint(self._mlp_branch, c, use_reentrant=False) for c in x.split(step, 1)]
