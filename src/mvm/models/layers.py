@@ -181,8 +181,8 @@ class Block(nn.Module):
 
     def forward_pieces(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` with the attention in head groups and the MLP in token chunks, each
-        piece checkpointed on its own (``recompute_chunks`` pieces of each, at most one head per
-        group): ``[B, N, dim]`` -> ``[B, N, dim]``.
+        piece checkpointed on its own (``recompute_chunks`` token chunks, and as many head groups
+        but no more than there are heads): ``[B, N, dim]`` -> ``[B, N, dim]``.
 
         Run inside the block's own checkpoint (``encoder.run_blocks``), the backward pass then holds
         one piece's activations at a time instead of the whole block's: at 128 frames the MLP's
@@ -192,7 +192,8 @@ class Block(nn.Module):
         the output, again when the block is recomputed, and once more for its own backward). Heads
         do not interact before the output projection, norms and the MLP act on each token alone,
         so the values are :meth:`forward`'s up to float rounding (a slice of the qkv weight is a
-        smaller matmul), and the weight gradients sum over the pieces.
+        smaller matmul), and the weight gradients sum over the pieces. (Attention dropout, which
+        mvm's blocks do not use, would draw its masks group by group, not as :meth:`forward` does.)
         """
         b, n, d = x.shape
         heads = self.attn.heads
