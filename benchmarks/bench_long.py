@@ -229,7 +229,8 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing (model.checkpointing)")
     p.add_argument("--recompute-chunks", type=int, default=0,
-                   help="with --checkpointing: recompute blocks in pieces, the MLP in N chunks (model.recompute_chunks)")
+                   help="with --checkpointing: recompute blocks in pieces, attention in up to N head groups, "
+                        "the MLP in N token chunks (model.recompute_chunks)")
     p.add_argument("--target", choices=["decoded", "full"], default="decoded")
     p.add_argument("--loss", choices=["written", "mse"], default="written",
                    help="written: torch.mean((pred - target) ** 2) as the loop has it; mse: mvm.targets.mse")

@@ -23,7 +23,7 @@ def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, checkpointing: bool) -> t
             x = blk(x)
         return x
     for blk in blocks:
-        x = checkpoint(blk.forward_pieces if blk.recompute_chunks else blk, x, use_reentrant=False)
+        x = checkpoint(blk, x, use_reentrant=False)
     return x
 
 

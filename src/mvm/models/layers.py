@@ -164,7 +164,13 @@ class Block(nn.Module):
     recompute_chunks: int = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, N, dim]`` -> ``[B, N, dim]``."""
+        """``[B, N, dim]`` -> ``[B, N, dim]`` (in pieces with ``recompute_chunks`` while autograd records).
+
+        The switch is here, not in the caller, so that calling the module keeps its hooks (FSDP2
+        gathers a block's sharded weights in a forward pre-hook).
+        """
+        if self.recompute_chunks and torch.is_grad_enabled():
+            return self.forward_pieces(x)
         x = x + self.drop_path(self._attn_branch(x))
         return x + self.drop_path(self._mlp_branch(x))
 
@@ -184,7 +190,8 @@ class Block(nn.Module):
         piece checkpointed on its own (``recompute_chunks`` token chunks, and as many head groups
         but no more than there are heads): ``[B, N, dim]`` -> ``[B, N, dim]``.
 
-        Run inside the block's own checkpoint (``encoder.run_blocks``), the backward pass then holds
+        Run inside the block's own checkpoint (``encoder.run_blocks``; without it each piece still
+        keeps only its input), the backward pass then holds
         one piece's activations at a time instead of the whole block's: at 128 frames the MLP's
         hidden activations (4x the width, saved twice, plus their gradient) and attention's q, k, v
         with the flash kernel's backward buffers were most of what a recomputed block held next to
