@@ -174,13 +174,16 @@ class Block(nn.Module):
         x = x + self.drop_path(self._attn_branch(x))
         return x + self.drop_path(self._mlp_branch(x))
 
+    @staticmethod
+    def _scaled(y: torch.Tensor, gamma: nn.Parameter | None) -> torch.Tensor:
+        """A branch's output times its layer scale, when there is one."""
+        return y if gamma is None else gamma * y
+
     def _attn_branch(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.attn(self.norm1(x))
-        return y if self.gamma_1 is None else self.gamma_1 * y
+        return self._scaled(self.attn(self.norm1(x)), self.gamma_1)
 
     def _mlp_branch(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.mlp(self.norm2(x))
-        return y if self.gamma_2 is None else self.gamma_2 * y
+        return self._scaled(self.mlp(self.norm2(x)), self.gamma_2)
 
     def _attn_heads(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return self.attn.heads_out(self.norm1(x), weight, bias)
@@ -191,8 +194,8 @@ class Block(nn.Module):
         but no more than there are heads): ``[B, N, dim]`` -> ``[B, N, dim]``.
 
         Run inside the block's own checkpoint (``encoder.run_blocks``; without it each piece still
-        keeps only its input), the backward pass then holds
-        one piece's activations at a time instead of the whole block's: at 128 frames the MLP's
+        keeps only its input), the backward pass then holds one piece's activations at a time
+        instead of the whole block's: at 128 frames the MLP's
         hidden activations (4x the width, saved twice, plus their gradient) and attention's q, k, v
         with the flash kernel's backward buffers were most of what a recomputed block held next to
         the parameter gradients. Costs one more forward of the block (each piece is computed for
@@ -207,7 +210,7 @@ class Block(nn.Module):
         per = -(-heads // max(1, min(self.recompute_chunks, heads)))  # heads per group
         outs = [checkpoint(self._attn_heads, x, w, bias, use_reentrant=False) for w, bias in self.attn.head_groups(per)]
         y = self.attn.proj(torch.cat(outs, 1).transpose(1, 2).reshape(b, n, d))
-        x = x + self.drop_path(y if self.gamma_1 is None else self.gamma_1 * y)
+        x = x + self.drop_path(self._scaled(y, self.gamma_1))
         step = -(-n // max(1, self.recompute_chunks))
         # split(), not slicing: one backward node gathers the chunks' gradients (slicing would give
         # each chunk a full-size, mostly zero gradient of x, summed one by one).
