@@ -13,6 +13,11 @@ figure is the median step time. The matmul peak of the machine is measured in th
 encoder on the visible tokens, decoder on visible + decoded, attention, x3 for forward + backward)
 / step time / peak. Both sides get the same FLOP count: work a side does beyond it (e.g.
 transformers embeds the whole clip) is waste, not credit.
+
+``--heap retain`` (the default) makes glibc keep freed memory for reuse in this process, for both
+sides, as mvm's training loop does on CPU (``mvm.data.loader.retain_heap``): with glibc's adaptive
+mmap threshold the step's 15-30 MB buffers (a decoder's attention scores) are mapped afresh and
+page-faulted in every step. ``--heap default`` measures glibc's behaviour as it comes.
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ from collections.abc import Callable
 
 import torch
 
+from mvm.data.loader import retain_heap
 from mvm.masking.base import mask_to_indices
 from mvm.models import build_mae, get_variant
 from mvm.models.flops import mae_step_flops
-from mvm.targets import masked_mse, norm_pix_target
+from mvm.targets import mse, norm_pix_target
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -69,7 +75,7 @@ def tube_mask(batch: int, grid: tuple[int, int, int], ratio: float, gen: torch.G
     return torch.stack(masks)
 
 
-def hf_model(name: str, frames: int, size: int) -> torch.nn.Module:
+def hf_model(name: str, frames: int, size: int, attn: str = "sdpa") -> torch.nn.Module:
     """transformers' VideoMAEForPreTraining with the named size's shapes (norm-pix loss, no final norm)."""
     from transformers import VideoMAEConfig, VideoMAEForPreTraining
 
@@ -80,7 +86,7 @@ def hf_model(name: str, frames: int, size: int) -> torch.nn.Module:
                          decoder_num_attention_heads=v.decoder_heads,
                          decoder_intermediate_size=int(v.decoder_dim * v.mlp_ratio),
                          use_mean_pooling=False, layer_norm_eps=1e-6, norm_pix_loss=True,
-                         attn_implementation="sdpa")
+                         attn_implementation=attn)
     return VideoMAEForPreTraining(cfg)
 
 
@@ -107,8 +113,8 @@ def make_steps(args: argparse.Namespace, device: torch.device) -> tuple[dict[str
         def mvm_step(bf16: bool) -> None:
             with autocast(bf16):
                 pred = runner(video, vis, dec)
-                target = norm_pix_target(video, 2, 16, MEAN, STD)
-                loss = masked_mse(pred.float(), target, dec)
+                # as the training loop does it: targets of the decoded tokens only
+                loss = mse(pred, norm_pix_target(video, 2, 16, MEAN, STD, idx=dec))
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -120,7 +126,7 @@ def make_steps(args: argparse.Namespace, device: torch.device) -> tuple[dict[str
     if args.compile:  # side by side with eager mvm, so the verdict on compile is one run's ratio
         steps["mvm_compiled"] = mvm_side(True)[0]
     if not args.no_hf:
-        hf = hf_model(args.model, args.frames, args.size).to(device)
+        hf = hf_model(args.model, args.frames, args.size, args.hf_attention).to(device)
         hf_opt = torch.optim.AdamW(hf.parameters(), lr=1e-4, fused=fused)
         pixel_values = video.transpose(1, 2).contiguous()
 
@@ -171,8 +177,14 @@ def main() -> None:
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing in mvm")
     p.add_argument("--profile", action="store_true", help="add per-op profiler tables (stderr)")
     p.add_argument("--profile-rows", type=int, default=15)
+    p.add_argument("--hf-attention", choices=("sdpa", "eager"), default="sdpa",
+                   help="transformers' attn_implementation (sdpa: its default)")
+    p.add_argument("--heap", choices=("retain", "default"), default="retain",
+                   help="retain: glibc keeps freed memory for reuse (what mvm's training loop sets on CPU), "
+                        "for both sides; default: glibc's own adaptive mmap threshold")
     args = p.parse_args()
     device = torch.device(args.device)
+    heap_retained = retain_heap() if args.heap == "retain" else False
     torch.manual_seed(0)
     steps, flops = make_steps(args, device)
     precisions = [s.strip() for s in args.precisions.split(",") if s.strip()]
@@ -195,6 +207,7 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "model": args.model, "batch": args.batch, "frames": args.frames, "size": args.size, "mask_ratio": args.ratio,
+        "heap": args.heap, "heap_retained": heap_retained, "hf_attention": args.hf_attention,
         "compile": args.compile, "checkpointing": args.checkpointing, "fused_adamw": device.type == "cuda" or args.fused_adamw,
         "step_gflop": flops / 1e9, "matmul_peak_gflops": {pr: v / 1e9 for pr, v in peaks.items()}, "sides": {},
     }

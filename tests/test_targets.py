@@ -155,8 +155,9 @@ def test_targets_of_some_tokens_equal_the_gathered_full_targets():
 
 @pytest.mark.parametrize("channels", [3, 1])
 def test_targets_in_place_leave_the_clip_alone_and_change_no_number(channels: int) -> None:
-    """The targets are computed in place in their own buffer: the clip is untouched and the values
-    are bit for bit those of the out-of-place formula."""
+    """The targets are computed in place in their own buffer: the clip is untouched, the pixels are
+    bit for bit those of the out-of-place formula and the normalised values agree with it (and with
+    float64) to float32 rounding; some tokens' targets are bit for bit the full targets' rows."""
     from mvm.models.patch import patchify
 
     g = torch.Generator().manual_seed(4)
@@ -168,9 +169,24 @@ def test_targets_in_place_leave_the_clip_alone_and_change_no_number(channels: in
     x = pix.view(2, 8, -1, channels)
     var, mu = torch.var_mean(x, dim=-2, unbiased=True, keepdim=True)
     ref = ((x - mu) / (var.sqrt() + 1e-6)).reshape(2, 8, -1)
-    assert torch.equal(norm_pix_target(video, 2, 8, mean, std), ref)
+    var64, mu64 = torch.var_mean(x.double(), dim=-2, unbiased=True, keepdim=True)
+    ref64 = ((x.double() - mu64) / (var64.sqrt() + 1e-6)).reshape(2, 8, -1)
+    full = norm_pix_target(video, 2, 8, mean, std)
+    torch.testing.assert_close(full, ref, atol=2e-6, rtol=0)
+    torch.testing.assert_close(full.double(), ref64, atol=2e-6, rtol=0)
     some = norm_pix_target(video, 2, 8, mean, std, idx=idx)
-    assert torch.equal(some, torch.gather(ref, 1, idx[..., None].expand(-1, -1, ref.shape[-1])))
+    assert torch.equal(some, torch.gather(full, 1, idx[..., None].expand(-1, -1, full.shape[-1])))
     assert torch.equal(pixel_target(video, 2, 8, mean, std, idx=idx),
                        torch.gather(pix, 1, idx[..., None].expand(-1, -1, pix.shape[-1])))
+    assert torch.equal(video, keep)
+
+
+def test_targets_of_one_pixel_tokens_leave_the_clip_alone() -> None:
+    """With one channel and 1x1x1 tokens the token layout is a view of the clip itself: the
+    targets must still come in a buffer of their own."""
+    video = torch.randn(1, 1, 2, 3, 3, generator=torch.Generator().manual_seed(5))
+    keep = video.clone()
+    pix = pixel_target(video, 1, 1, [0.5], [0.25])
+    assert torch.equal(pix, (video * 0.25 + 0.5).reshape(1, 18, 1))
+    norm_pix_target(video, 1, 1, [0.5], [0.25])
     assert torch.equal(video, keep)

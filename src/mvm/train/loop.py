@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from mvm.config import Config, to_toml
+from mvm.data.loader import retain_heap
 from mvm.train import checkpoint as ckpt_io
 from mvm.train import distributed as dist
 from mvm.train.guard import BadDataTracker, NonFiniteGuard, StopSignal
@@ -230,6 +231,11 @@ def run_task(task: Task, resume: bool = False, progress: Progress | None = None,
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     info, device = dist.init_distributed(cfg.train.device)
+    if device.type == "cpu":
+        # The step's large buffers (a decoder's attention scores: 15-30 MB) would otherwise be
+        # mapped afresh and page-faulted in every step: 60,000-90,000 faults, 0.1-0.6 s of system
+        # time per ViT-S step (docs/benchmarks.md, the pretraining step).
+        retain_heap()
     run = _Run(task, info, device)
     torch.manual_seed(cfg.train.seed)
     if info.is_main:
