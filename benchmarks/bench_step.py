@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
+import math
 import platform
 import statistics
 import time
@@ -159,6 +161,43 @@ def profile_table(step: Callable[[bool], None], bf16: bool, rows: int) -> str:
     return prof.key_averages().table(sort_by=key, row_limit=rows)
 
 
+def _call(fn: Callable[[], object], _bf16: bool) -> None:
+    fn()
+
+
+def matmul_floor(step: Callable[[bool], None], bf16: bool, device: torch.device, top: int = 6) -> dict:
+    """The step's matrix products timed alone: every ``mm`` / ``addmm`` / ``bmm`` of one step
+    (shapes from the profiler), each shape timed in isolation on fresh operands (best of 5) and
+    summed. What a step made only of its matmuls would take on this machine; the rest of the step
+    time is everything else (softmax, norms, GELU, casts, AdamW, the target, Python)."""
+    from collections import Counter
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        step(bf16)
+    calls = Counter((ev.name, tuple(tuple(x) for x in ev.input_shapes)) for ev in prof.events()
+                    if ev.name in ("aten::mm", "aten::addmm", "aten::bmm"))
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    total_s = total_flop = 0.0
+    rows = []
+    for (name, shapes), n in calls.items():
+        a, b = (shapes[1], shapes[2]) if name == "aten::addmm" else (shapes[0], shapes[1])
+        x, y = torch.randn(*a, device=device, dtype=dtype), torch.randn(*b, device=device, dtype=dtype)
+        if name == "aten::addmm":
+            fn = functools.partial(torch.addmm, torch.randn(*shapes[0], device=device, dtype=dtype), x, y)
+        else:
+            fn = functools.partial(torch.bmm if name == "aten::bmm" else torch.mm, x, y)
+        flop = 2 * math.prod(a) * b[-1]
+        fn()
+        best = min(timed(functools.partial(_call, fn), False, device) for _ in range(5))
+        total_s, total_flop = total_s + n * best, total_flop + n * flop
+        rows.append({"op": name[6:], "shapes": [list(a), list(b)], "calls": n, "ms": round(n * best * 1e3, 2),
+                     "gflops": round(flop / best / 1e9, 1)})
+    rows.sort(key=lambda r: -r["ms"])
+    return {"ms": total_s * 1e3, "gflop": total_flop / 1e9, "gflops": total_flop / total_s / 1e9, "top": rows[:top]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
@@ -177,6 +216,8 @@ def main() -> None:
     p.add_argument("--checkpointing", action="store_true", help="activation checkpointing in mvm")
     p.add_argument("--profile", action="store_true", help="add per-op profiler tables (stderr)")
     p.add_argument("--profile-rows", type=int, default=15)
+    p.add_argument("--floor", action="store_true",
+                   help="add mvm's matmul floor per precision: its step's matrix products timed alone")
     p.add_argument("--hf-attention", choices=("sdpa", "eager"), default="sdpa",
                    help="transformers' attn_implementation (sdpa: its default)")
     p.add_argument("--heap", choices=("retain", "default"), default="retain",
@@ -230,6 +271,8 @@ def main() -> None:
         result["speedup_per_precision"] = {
             pr: result["sides"]["transformers"][pr]["step_s_median"] / result["sides"]["mvm"][pr]["step_s_median"]
             for pr in precisions}
+    if args.floor:
+        result["matmul_floor"] = {pr: matmul_floor(steps["mvm"], pr == "bf16", device) for pr in precisions}
     if args.profile:
         import sys
 
