@@ -28,7 +28,8 @@ over the steps after the warm-up, of a step's peak minus the resident set just b
 (what a step adds to a process that has run one, as every step of a training run after its
 first does; the first backward's code pages and thread and BLAS buffers are then in place); on CUDA
 ``torch.cuda.max_memory_allocated`` and the same difference. The resident set also holds what
-glibc keeps of freed blocks (``--mmap-threshold`` fixes its adaptive threshold) and code and
+glibc keeps of freed blocks (``--mmap-threshold`` fixes its adaptive threshold; ``--heap retain``
+keeps every freed block, as mvm's training loop does on CPU) and code and
 buffers the first step brings in. ``--profile`` first runs one step under ``torch.profiler`` and
 reports the peak of live tensor bytes (allocator-independent, the CPU counterpart of
 ``max_memory_allocated``) and what holds it (:func:`live_tensor_peak`).
@@ -133,6 +134,10 @@ def run_one(args: argparse.Namespace) -> dict:
     """Measure one (frames, mode) configuration in this process."""
     if args.mmap_threshold:
         fix_mmap_threshold(args.mmap_threshold)
+    if args.heap == "retain":
+        from mvm.data.loader import TRAIN_MAP_FROM, retain_heap
+
+        retain_heap(TRAIN_MAP_FROM)
     import torch
 
     from mvm.grid import TokenGrid
@@ -237,6 +242,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads in each subprocess (0: default)")
     p.add_argument("--mmap-threshold", type=int, default=0,
                    help="CPU: fix glibc's mmap threshold at this many bytes (0: glibc's adaptive default)")
+    p.add_argument("--heap", choices=("default", "retain"), default="default",
+                   help="CPU: retain = glibc keeps freed memory (no mmap), as mvm's training loop sets it on CPU")
     p.add_argument("--profile", action="store_true",
                    help="CPU: first one step under torch.profiler: live tensor peak and what holds it "
                         "(the resident-memory figures then include the profiler's own)")
@@ -255,7 +262,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--one-frames", str(frames), "--one-mode", mode,
                    "--device", args.device, "--model", args.model, "--size", str(args.size),
                    "--repeats", str(args.repeats), "--batch", str(args.batch), "--target", args.target, "--loss", args.loss, "--threads", str(args.threads),
-                   "--mmap-threshold", str(args.mmap_threshold), "--recompute-chunks", str(args.recompute_chunks)]
+                   "--mmap-threshold", str(args.mmap_threshold), "--heap", args.heap, "--recompute-chunks", str(args.recompute_chunks)]
             cmd += ["--bf16"] * args.bf16 + ["--checkpointing"] * args.checkpointing + ["--profile"] * args.profile
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
@@ -279,7 +286,7 @@ def main() -> None:
                                    for m in by if m != "none"}
     print(json.dumps({"device": args.device, "model": args.model, "size": args.size, "batch": args.batch, "bf16": args.bf16,
                       "checkpointing": args.checkpointing, "recompute_chunks": args.recompute_chunks, "target": args.target, "loss": args.loss,
-                      "mmap_threshold": args.mmap_threshold, "profile": args.profile, "rows": rows,
+                      "mmap_threshold": args.mmap_threshold, "heap": args.heap, "profile": args.profile, "rows": rows,
                       "ratios": ratios}, indent=2))
 
 

@@ -34,7 +34,7 @@ from collections.abc import Callable
 
 import torch
 
-from mvm.data.loader import retain_heap
+from mvm.data.loader import TRAIN_MAP_FROM, retain_heap
 from mvm.masking.base import mask_to_indices
 from mvm.models import build_mae, get_variant
 from mvm.models.flops import mae_step_flops
@@ -225,7 +225,7 @@ def main() -> None:
                         "for both sides; default: glibc's own adaptive mmap threshold")
     args = p.parse_args()
     device = torch.device(args.device)
-    heap_retained = retain_heap() if args.heap == "retain" else False
+    heap_retained = retain_heap(TRAIN_MAP_FROM) if args.heap == "retain" else False
     torch.manual_seed(0)
     steps, flops = make_steps(args, device)
     precisions = [s.strip() for s in args.precisions.split(",") if s.strip()]

@@ -22,32 +22,45 @@ log = logging.getLogger(__name__)
 PREFETCH_BATCHES = 4
 
 # glibc mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+
+#: The training process on CPU maps blocks of this size or more on their own (glibc's largest
+#: adaptive threshold): the step's 15-30 MB buffers come from the retained heap, while a long
+#: clip's larger ones go back to the kernel when freed instead of holding the heap at their peak
+#: (docs/benchmarks.md: 128 frames, the heap kept whole grew a decode-everything step by 1,027 MB
+#: against 786 MB with this, and 807 MB with glibc's defaults).
+TRAIN_MAP_FROM = 32 << 20
 
 
-def retain_heap() -> bool:
-    """Make glibc's malloc keep freed memory of this process for reuse (loader workers, and the
-    training process on CPU, where a step frees and allocates the same 15-30 MB buffers each time).
+def retain_heap(map_from: int | None = None) -> bool:
+    """Make glibc's malloc keep freed memory of this process for reuse.
 
     A dataset item allocates and frees buffers of 0.1-40 MB (decoded frames, the clip window,
-    float clips). With glibc's defaults, whether a freed buffer stays in the heap or goes back to
-    the kernel depends on the order of earlier allocations (its mmap threshold adapts), so the
-    next buffer is often fresh memory that page-faults on first touch: 4,000-10,000 faults per
-    item, a third of a worker's CPU time, and a different share from one process to the next
-    (docs/benchmarks.md, loader). Serving every allocation from the heap (``M_MMAP_MAX`` 0; glibc
-    still maps memory when the heap cannot grow) with a 1 GB trim threshold keeps freed buffers
-    for the next item. Cost: a worker keeps its peak heap resident. Returns False where the C
-    library has no ``mallopt`` (not glibc): nothing changes.
+    float clips), a training step on CPU buffers of up to 30 MB (a decoder's attention scores).
+    With glibc's defaults, whether a freed buffer stays in the heap or goes back to the kernel
+    depends on the order of earlier allocations (its mmap threshold adapts, and the heap's top is
+    trimmed past twice that), so the next buffer is often fresh memory that page-faults on first
+    touch: 4,000-10,000 faults per item, a third of a worker's CPU time, and a different share from
+    one process to the next (docs/benchmarks.md, loader); 60,000-100,000 faults per ViT-S step.
+    Here the heap's top is never trimmed (1 GB threshold) and blocks under ``map_from`` bytes come
+    from the heap: all of them with None (loader workers: ``M_MMAP_MAX`` 0; glibc still maps memory
+    when the heap cannot grow), or those under :data:`TRAIN_MAP_FROM` in the training process.
+    Cost: the process keeps its peak heap resident. Returns False where the C library has no
+    ``mallopt`` (not glibc): nothing changes.
     """
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    # no mmap at all (an item's [R, 3, T, S, S] float tensor passes glibc's 32 MB mmap ceiling at
-    # repeat 4: 38 MB mapped and faulted in anew per item), and no trimming of the heap's top
-    ok = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
-    log.debug("loader worker heap retained: %s", ok)
+    if map_from is None:
+        # no mmap at all (an item's [R, 3, T, S, S] float tensor passes glibc's 32 MB mmap ceiling
+        # at repeat 4: 38 MB mapped and faulted in anew per item)
+        ok = bool(mallopt(_M_MMAP_MAX, 0))
+    else:
+        ok = bool(mallopt(_M_MMAP_THRESHOLD, int(map_from)))  # fixed: no longer adapts
+    ok = ok and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    log.debug("heap retained (map_from=%s): %s", map_from, ok)
     return ok
 
 

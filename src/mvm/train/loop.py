@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from mvm.config import Config, to_toml
-from mvm.data.loader import retain_heap
+from mvm.data.loader import TRAIN_MAP_FROM, retain_heap
 from mvm.train import checkpoint as ckpt_io
 from mvm.train import distributed as dist
 from mvm.train.guard import BadDataTracker, NonFiniteGuard, StopSignal
@@ -233,9 +233,9 @@ def run_task(task: Task, resume: bool = False, progress: Progress | None = None,
     info, device = dist.init_distributed(cfg.train.device)
     if device.type == "cpu":
         # The step's large buffers (a decoder's attention scores: 15-30 MB) would otherwise be
-        # mapped afresh and page-faulted in every step: 60,000-90,000 faults, 0.1-0.6 s of system
+        # mapped afresh and page-faulted in every step: 60,000-100,000 faults, 0.1-0.6 s of system
         # time per ViT-S step (docs/benchmarks.md, the pretraining step).
-        retain_heap()
+        retain_heap(TRAIN_MAP_FROM)
     run = _Run(task, info, device)
     torch.manual_seed(cfg.train.seed)
     if info.is_main:
