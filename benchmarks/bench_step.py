@@ -198,6 +198,17 @@ def matmul_floor(step: Callable[[bool], None], bf16: bool, device: torch.device,
     return {"ms": total_s * 1e3, "gflop": total_flop / 1e9, "gflops": total_flop / total_s / 1e9, "top": rows[:top]}
 
 
+def target_ms(args: argparse.Namespace, device: torch.device) -> float:
+    """Best of 5: mvm's norm-pix target of the decoded tokens for the step's clips, in ms."""
+    gen = torch.Generator().manual_seed(0)
+    video = torch.randn(args.batch, 3, args.frames, args.size, args.size, generator=gen).to(device)
+    mask = tube_mask(args.batch, (args.frames // 2, args.size // 16, args.size // 16), args.ratio, gen).to(device)
+    dec = mask_to_indices(mask)
+    norm_pix_target(video, 2, 16, MEAN, STD, idx=dec)
+    return 1e3 * min(timed(lambda _: norm_pix_target(video, 2, 16, MEAN, STD, idx=dec), False, device)
+                     for _ in range(5))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
@@ -271,6 +282,7 @@ def main() -> None:
         result["speedup_per_precision"] = {
             pr: result["sides"]["transformers"][pr]["step_s_median"] / result["sides"]["mvm"][pr]["step_s_median"]
             for pr in precisions}
+    result["norm_pix_target_ms"] = target_ms(args, device)
     if args.floor:
         result["matmul_floor"] = {pr: matmul_floor(steps["mvm"], pr == "bf16", device) for pr in precisions}
     if args.profile:

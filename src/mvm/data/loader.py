@@ -28,7 +28,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 #: adaptive threshold): the step's 15-30 MB buffers come from the retained heap, while a long
 #: clip's larger ones go back to the kernel when freed instead of holding the heap at their peak
 #: (docs/benchmarks.md: 128 frames, the heap kept whole grew a decode-everything step by 1,027 MB
-#: against 786 MB with this, and 807 MB with glibc's defaults).
+#: against 780 MB with this, and 807 MB with glibc's defaults).
 TRAIN_MAP_FROM = 32 << 20
 
 
