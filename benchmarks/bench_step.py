@@ -14,10 +14,10 @@ encoder on the visible tokens, decoder on visible + decoded, attention, x3 for f
 / step time / peak. Both sides get the same FLOP count: work a side does beyond it (e.g.
 transformers embeds the whole clip) is waste, not credit.
 
-``--heap retain`` (the default) makes glibc keep freed memory for reuse in this process, for both
-sides, as mvm's training loop does on CPU (``mvm.data.loader.retain_heap``): with glibc's adaptive
-mmap threshold the step's 15-30 MB buffers (a decoder's attention scores) are mapped afresh and
-page-faulted in every step. ``--heap default`` measures glibc's behaviour as it comes.
+``--heap retain`` (the default) makes glibc keep freed blocks under 32 MB for reuse in this process,
+for both sides, as mvm's training loop does on CPU (``retain_heap(TRAIN_MAP_FROM)``): with glibc's
+adaptive mmap threshold the step's 15-30 MB buffers (a decoder's attention scores) are mapped
+afresh and page-faulted in every step. ``--heap default`` measures glibc's behaviour as it comes.
 """
 
 from __future__ import annotations
