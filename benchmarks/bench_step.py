@@ -77,6 +77,14 @@ def tube_mask(batch: int, grid: tuple[int, int, int], ratio: float, gen: torch.G
     return torch.stack(masks)
 
 
+def step_inputs(args: argparse.Namespace, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The benchmark's clips ``[B, 3, T, S, S]`` and tube mask ``[B, N]`` (seeded: the same every call)."""
+    gen = torch.Generator().manual_seed(0)
+    video = torch.randn(args.batch, 3, args.frames, args.size, args.size, generator=gen).to(device)
+    mask = tube_mask(args.batch, (args.frames // 2, args.size // 16, args.size // 16), args.ratio, gen).to(device)
+    return video, mask
+
+
 def hf_model(name: str, frames: int, size: int, attn: str = "sdpa") -> torch.nn.Module:
     """transformers' VideoMAEForPreTraining with the named size's shapes (norm-pix loss, no final norm)."""
     from transformers import VideoMAEConfig, VideoMAEForPreTraining
@@ -94,10 +102,7 @@ def hf_model(name: str, frames: int, size: int, attn: str = "sdpa") -> torch.nn.
 
 def make_steps(args: argparse.Namespace, device: torch.device) -> tuple[dict[str, Callable[[bool], None]], int]:
     """Step closures ``step(bf16)`` for each side, and the step's FLOPs."""
-    gen = torch.Generator().manual_seed(0)
-    video = torch.randn(args.batch, 3, args.frames, args.size, args.size, generator=gen).to(device)
-    grid = (args.frames // 2, args.size // 16, args.size // 16)
-    mask = tube_mask(args.batch, grid, args.ratio, gen).to(device)
+    video, mask = step_inputs(args, device)
     vis, dec = mask_to_indices(~mask), mask_to_indices(mask)
     fused = device.type == "cuda" or args.fused_adamw
     def autocast(bf16: bool) -> contextlib.AbstractContextManager:
@@ -200,9 +205,7 @@ def matmul_floor(step: Callable[[bool], None], bf16: bool, device: torch.device,
 
 def target_ms(args: argparse.Namespace, device: torch.device) -> float:
     """Best of 5: mvm's norm-pix target of the decoded tokens for the step's clips, in ms."""
-    gen = torch.Generator().manual_seed(0)
-    video = torch.randn(args.batch, 3, args.frames, args.size, args.size, generator=gen).to(device)
-    mask = tube_mask(args.batch, (args.frames // 2, args.size // 16, args.size // 16), args.ratio, gen).to(device)
+    video, mask = step_inputs(args, device)
     dec = mask_to_indices(mask)
     norm_pix_target(video, 2, 16, MEAN, STD, idx=dec)
     return 1e3 * min(timed(lambda _: norm_pix_target(video, 2, 16, MEAN, STD, idx=dec), False, device)
