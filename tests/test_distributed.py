@@ -34,7 +34,8 @@ def synth(tmp_path_factory) -> Path:
     return root
 
 
-def _torchrun(synth: Path, out: Path, mode: str, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def _torchrun_cmd(synth: Path, out: Path, mode: str, *extra: str) -> tuple[list[str], dict[str, str]]:
+    """``mvm pretrain`` under torchrun, two CPU processes, tiny clips; and its environment."""
     sets = [f"data.train={synth / 'train.csv'}", f"data.val={synth / 'val.csv'}", "data.frames=8",
             "data.size=32", "data.workers=0", "model.patch=8", "optim.batch_size=2", "train.steps=4",
             f"train.out={out}", f"train.parallel={mode}", "train.probe=false", *extra]
@@ -43,7 +44,11 @@ def _torchrun(synth: Path, out: Path, mode: str, extra: tuple[str, ...] = ()) ->
            "-m", "mvm.cli", "pretrain", "--config", "tiny-synthetic"]
     for s in sets:
         cmd += ["--set", s]
-    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    return cmd, {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+
+
+def _torchrun(synth: Path, out: Path, mode: str, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    cmd, env = _torchrun_cmd(synth, out, mode, *extra)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -62,3 +67,44 @@ def test_ddp_and_fsdp_agree(synth, tmp_path):
         assert weights[a].keys() == weights[b].keys()
         for k in weights[a]:
             torch.testing.assert_close(weights[a][k], weights[b][k], rtol=1e-4, atol=1e-5, msg=f"{b} {k}")
+
+
+def _rank_pid(agent: int, rank: int) -> int | None:
+    """The pid of torchrun worker ``rank`` under agent ``agent`` (from /proc: children's RANK)."""
+    for child in Path(f"/proc/{agent}/task/{agent}/children").read_text().split():
+        try:
+            env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env:
+            return int(child)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers through /proc")
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(synth, tmp_path):
+    """SIGTERM reaches rank 1 only (a node's scheduler signalling its own processes): rank 0 learns
+    of it through the step's collective, both checkpoint the same step and exit."""
+    import json
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    cmd, env = _torchrun_cmd(synth, out, "ddp", "train.steps=2000", "train.log_every=1", "train.ckpt_every=1000",
+                             "train.eval_every=0")
+    agent = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        metrics = out / "metrics.jsonl"
+        while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+            time.sleep(0.2)
+        rank1 = _rank_pid(agent.pid, 1)
+        assert rank1 is not None, "no rank-1 worker found"
+        os.kill(rank1, signal.SIGTERM)
+        _, err = agent.communicate(timeout=240)
+    finally:
+        agent.kill()
+    summary = json.loads((out / "summary.json").read_text())  # rank 0's
+    assert summary["stopped_by"] == "peer", err[-3000:]
+    assert 3 <= summary["steps"] < 2000
+    assert Path(summary["checkpoint"]).name == f"ckpt-{summary['steps']:07d}"

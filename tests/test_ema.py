@@ -23,3 +23,16 @@ def test_ema_follows_weights_and_resumes():
     assert set(ema.weights()) == set(model.state_dict())
     with pytest.raises(ValueError, match="decay"):
         ModelEma(model, decay=1.0)
+
+
+def test_ema_leaves_the_average_for_a_skipped_step():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    start = model.weight.detach().clone()
+    ema = ModelEma(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model, torch.tensor(False))  # the guard skipped this step: decided without a host read
+    assert torch.equal(ema.module.weight, start)
+    ema.update(model, torch.tensor(True))
+    torch.testing.assert_close(ema.module.weight, start + 0.5)

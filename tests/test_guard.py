@@ -2,6 +2,7 @@ import os
 import signal
 
 import pytest
+import torch
 
 from mvm.train.guard import BadDataTracker, NonFiniteGuard, StopSignal, TooManyNonFinite, TooMuchBadData
 
@@ -35,12 +36,22 @@ def test_bad_data_state_round_trip():
     assert u.summary() == t.summary() and u.good == 4
 
 
-def test_nonfinite_guard_skips_then_stops():
+def test_nonfinite_guard_decides_on_the_device_and_settles_later(caplog):
     g = NonFiniteGuard(limit=2)
-    assert g.ok(0, True) and not g.ok(1, False) and g.ok(2, True)
-    assert not g.ok(3, False)
+    one, nan = torch.tensor(1.0), torch.tensor(float("nan"))
+    assert [bool(g.check(s, loss, gn)) for s, (loss, gn) in enumerate([(one, one), (nan, one), (one, one),
+                                                                        (one, torch.tensor(float("inf")))])] \
+        == [False, True, False, True]
+    assert g.skipped == 0  # nothing read yet
+    with caplog.at_level("WARNING"):
+        g.settle()
+    assert g.skipped == 2 and g.consecutive == 1 and "2 step(s) from step 1 on skipped" in caplog.text
+    g.settle()  # nothing new
+    assert g.skipped == 2
+    assert bool(g.check(4, nan, one))  # the run of skips carries over a settle: 2 in a row at step 4
+    assert not bool(g.check(5, one, one))  # a later good step does not hide it
     with pytest.raises(TooManyNonFinite, match="step 4: 2 consecutive"):
-        g.ok(4, False)
+        g.settle()
     assert g.skipped == 3
 
 

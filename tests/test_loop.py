@@ -58,7 +58,7 @@ class ToyTask(Task):
         loss = (err ** 2).mean()
         return loss, {"abs_err": err.abs().mean().detach()}
 
-    def after_step(self, model, step):
+    def after_step(self, model, step, taken):
         self.updates += 1
 
     def evaluate(self, model, device, step):
@@ -187,3 +187,33 @@ def test_cpu_training_reuses_freed_memory_instead_of_faulting_it_in_each_step(tm
     monkeypatch.setattr(loop, "retain_heap", lambda map_from=None: called.append(map_from) or True)
     run_task(ToyTask(toy_cfg(tmp_path / "run", 2)))
     assert called == [TRAIN_MAP_FROM]  # the loop asks for it on CPU
+
+
+def test_the_loop_reads_the_device_per_log_line_not_per_step(tmp_path, monkeypatch):
+    """A step never waits for the device: the loop and its guard read tensors (tolist, item, bool,
+    float) at log lines, checkpoints and the end only, so twice the steps between log lines cost no
+    more reads."""
+    import sys
+
+    reads: list[str] = []
+    here = {str(Path(m.__file__)) for m in (sys.modules["mvm.train.loop"], sys.modules["mvm.train.guard"])}
+
+    def counted(name):
+        original = getattr(torch.Tensor, name)
+
+        def read(self, *a, **k):
+            if sys._getframe(1).f_code.co_filename in here:
+                reads.append(name)
+            return original(self, *a, **k)
+        return read
+
+    for name in ("tolist", "item", "__bool__", "__float__", "__int__"):
+        monkeypatch.setattr(torch.Tensor, name, counted(name))
+    counts = []
+    for steps in (10, 20):
+        reads.clear()
+        cfg = toy_cfg(tmp_path / f"run{steps}", steps, f"train.log_every={steps // 2}", "train.ckpt_every=1000",
+                      "train.eval_every=0")
+        run_task(ToyTask(cfg))
+        counts.append(len(reads))
+    assert counts[0] == counts[1] <= 8, counts

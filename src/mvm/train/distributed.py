@@ -76,13 +76,35 @@ def all_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return x
 
 
-def any_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """True on every rank if it is True on one (stop signals must stop all ranks at the same step)."""
-    if not info.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+class LaggedRead:
+    """A device scalar the host reads one step late, so reading it never waits for the step just
+    queued: on CUDA a non-blocking copy into pinned memory and an event, read at the next call
+    (by then the device is working on the following step, which stays queued)."""
+
+    def __init__(self) -> None:
+        self._held: list[torch.Tensor] = []
+        self._pending: tuple[torch.Tensor, torch.cuda.Event | None] | None = None
+
+    def swap(self, value: torch.Tensor) -> float | None:
+        """Queue ``value`` (0-dim); return the value queued by the previous call (None at first)."""
+        previous = None
+        if self._pending is not None:
+            held, event = self._pending
+            if event is not None:
+                event.synchronize()
+            previous = float(held)
+        if value.is_cuda:
+            if not self._held:  # two pinned buffers, used in turn: one is read while one is written
+                self._held = [torch.empty((), dtype=value.dtype, pin_memory=True) for _ in range(2)]
+            self._held.reverse()
+            held = self._held[0]
+            held.copy_(value, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self._pending = (held, event)
+        else:
+            self._pending = (value.detach().clone(), None)
+        return previous
 
 
 def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:

@@ -30,16 +30,23 @@ class ModelEma:
         self.updates = 0
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Move the average towards ``model``'s current weights (call after each optimiser step)."""
+    def update(self, model: nn.Module, taken: torch.Tensor | None = None) -> None:
+        """Move the average towards ``model``'s current weights (call after each optimiser step).
+
+        ``taken``: 0-dim bool on the device, False for a step the optimiser skipped, which then
+        leaves the average as it is, decided on the device (no host sync); None: always taken.
+        ``updates`` counts the calls."""
         own = self.module.state_dict()
+        weight = None if taken is None else (1 - self.decay) * taken.float()
         for name, value in model.state_dict().items():
             target = own[name]
             value = value.to(target.device)
-            if target.dtype.is_floating_point:
+            if not target.dtype.is_floating_point:
+                target.copy_(value)
+            elif weight is None:
                 target.mul_(self.decay).add_(value.to(target.dtype), alpha=1 - self.decay)
             else:
-                target.copy_(value)
+                target.lerp_(value.to(target.dtype), weight.to(target.dtype))
         self.updates += 1
 
     def state_dict(self) -> dict:

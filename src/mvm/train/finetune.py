@@ -297,12 +297,12 @@ class FinetuneTask(Task):
         logits = model(video)
         return soft_cross_entropy(logits, targets), {}
 
-    def after_step(self, model: nn.Module, step: int) -> None:
+    def after_step(self, model: nn.Module, step: int, taken: torch.Tensor) -> None:
         if self.ema is not None:
             device = next(model.parameters()).device
             if next(self.ema.module.parameters()).device != device:
                 self.ema.module.to(device)
-            self.ema.update(model)
+            self.ema.update(model, taken)
 
     def evaluate(self, model: nn.Module, device: torch.device, step: int) -> dict[str, float]:
         if not self.cfg.data.val:

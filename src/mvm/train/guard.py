@@ -8,6 +8,8 @@ import signal
 from collections import Counter
 from types import FrameType
 
+import torch
+
 log = logging.getLogger(__name__)
 
 
@@ -90,25 +92,57 @@ class BadDataTracker:
 
 
 class NonFiniteGuard:
-    """Counts skipped steps; raises after ``limit`` consecutive ones."""
+    """Skips optimiser steps whose loss or gradient norm is not finite; stops the run after
+    ``limit`` consecutive ones.
+
+    The decision is taken on the device: :meth:`check` returns a 0-dim bool tensor the optimiser
+    skips with (fused AdamW's ``found_inf``), and counts on the device, so a step never waits for
+    the host. The host learns of skipped steps in :meth:`settle`, which the loop calls where it
+    reads the device anyway (a log line, a checkpoint, the end of the run); a run over the limit
+    stops there, naming the step where the limit was reached. The steps in between were skipped
+    too, so no weights changed, and no checkpoint is written before :meth:`settle` has run.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.consecutive = 0
-        self.skipped = 0
+        self.consecutive = 0  # skipped steps in a row, as of the last settle
+        self.skipped = 0  # all skipped steps, as of the last settle
+        # int64 [4] on the device: skipped since the last settle, skipped in a row, the step where
+        # the run reached the limit (-1: not yet), the first step skipped since the last settle (-1)
+        self._tally: torch.Tensor | None = None
 
-    def ok(self, step: int, finite: bool) -> bool:
-        if finite:
-            self.consecutive = 0
-            return True
-        self.consecutive += 1
-        self.skipped += 1
-        log.warning("step %d: non-finite loss or gradient, step skipped (%d in a row)", step, self.consecutive)
-        if self.consecutive >= self.limit:
+    def check(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor) -> torch.Tensor:
+        """Whether step ``step`` must be skipped: ``loss`` and ``grad_norm`` (0-dim, on the
+        device, the same on every rank) not both finite. Returns a 0-dim bool on their device."""
+        bad = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
+        t = self._tally
+        if t is None:
+            t = torch.tensor([0, self.consecutive, -1, -1], device=loss.device)
+        b = bad.long()
+        row = (t[1] + 1) * b
+        self._tally = torch.stack([t[0] + b, row, torch.where((t[2] < 0) & (row >= self.limit), step, t[2]),
+                                   torch.where((t[3] < 0) & bad, step, t[3])])
+        return bad
+
+    def settle(self) -> None:
+        """Read the device's counts (a host sync); log the steps skipped since the last call.
+
+        Raises:
+            TooManyNonFinite: ``limit`` consecutive steps were skipped.
+        """
+        if self._tally is None:
+            return
+        new, row, limit_at, first = self._tally.tolist()
+        self._tally = None
+        self.skipped += new
+        self.consecutive = row
+        if new:
+            log.warning("%d step(s) from step %d on skipped: non-finite loss or gradient (%d in a row now)",
+                        new, first, row)
+        if limit_at >= 0:
             raise TooManyNonFinite(
-                f"step {step}: {self.consecutive} consecutive non-finite losses or gradients "
+                f"step {limit_at}: {self.limit} consecutive non-finite losses or gradients "
                 f"(train.max_nonfinite={self.limit}); the last good checkpoint is kept")
-        return False
 
 
 class StopSignal:

@@ -8,7 +8,8 @@ metrics (JSON lines + TensorBoard), the progress callback, periodic validation w
 checkpoint, and ``summary.json``. The loop reads like nanoGPT's: fetch, forward, backward, clip,
 step, log, checkpoint. Everything that decides a run's numbers (data order, augmentation, masks,
 dropout RNG) is a function of the seed and the step, so ``resume=True`` reproduces an uninterrupted
-run exactly on CPU.
+run exactly on CPU. A step never waits for the device: its figures and the guard's decision stay
+there until a log line, a checkpoint or the end reads them.
 """
 
 from __future__ import annotations
@@ -79,8 +80,10 @@ class Task:
         """Scalar loss of one micro-batch (inside autocast) and named detached parts to log."""
         raise NotImplementedError
 
-    def after_step(self, model: nn.Module, step: int) -> None:
-        """After every optimiser step that was taken (e.g. an EMA update)."""
+    def after_step(self, model: nn.Module, step: int, taken: torch.Tensor) -> None:
+        """After every optimiser step (e.g. an EMA update). ``taken``: 0-dim bool on the device,
+        False where the non-finite guard skipped the step; use it on the device (``torch.where``,
+        a weight) rather than reading it, which would make every step wait for the device."""
 
     def evaluate(self, model: nn.Module, device: torch.device, step: int) -> dict[str, float]:
         """Validation on rank 0 with a plain model in eval mode; logged with the step."""
@@ -162,6 +165,7 @@ class _Run:
         return dist.unwrap(self.model) if self.info.is_main else None
 
     def checkpoint(self, step: int) -> tuple[Path | None, dict[str, torch.Tensor]]:
+        self.guard.settle()  # the skipped-step count is saved; a run over the limit stops here
         model_sd, optim_sd = dist.full_state(self.model, self.optimizer)  # collective under FSDP
         path = None
         if self.info.is_main:
@@ -293,9 +297,12 @@ def run_task(task: Task, resume: bool = False, progress: Progress | None = None,
     last_loss = float("nan")
     parts: dict[str, float] = {}
     part_names: list[str] = []
+    good: torch.Tensor | None = None  # [2 + parts] the last finite step's loss, grad norm, parts
+    latest: torch.Tensor | None = None  # the same for the last step, finite or not
     t_log, clips_since, wait_since = time.perf_counter(), 0, 0.0
     eval_every = cfg.train.eval_every
     warned_wait = False
+    stop_agreed = dist.LaggedRead()
     model.train()
     with StopSignal() as stop:
         while step < cfg.train.steps:
@@ -323,31 +330,46 @@ def run_task(task: Task, resume: bool = False, progress: Progress | None = None,
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
             part_names = list(sums)
-            # One collective and one host sync per step: loss, gradient norm and the loss's parts.
-            stacked = torch.stack([total, grad_norm.float().to(device), *(sums[k] for k in part_names)])
-            reduced = dist.all_mean(stacked, info).tolist()
-            grad_value = reduced[1]
-            if run.guard.ok(step, _finite(reduced[0]) and _finite(grad_value)):
+            # No host sync in a step: the figures stay on the device until a log line, a checkpoint
+            # or the end reads them, and the guard's skip is decided there too. Under torchrun one
+            # collective averages them and carries the stop flag.
+            values = torch.stack([total, grad_norm.float().to(device), *(sums[k] for k in part_names)])
+            if info.enabled:
+                flag = torch.full((1,), float(stop.received is not None), device=device)
+                values = dist.all_mean(torch.cat([values, flag]), info)
+                values, anyone_stopped = values[:-1], values[-1]
+            bad = run.guard.check(step, values[0], values[1])
+            if fused_ok:
+                optimizer.found_inf = bad.float()  # fused AdamW leaves weights, moments and step as they are
                 optimizer.step()
-                task.after_step(dist.unwrap(model), step)
-                last_loss = reduced[0]
-                parts = dict(zip(part_names, reduced[2:]))
+            elif not bool(bad):  # FSDP's sharded AdamW cannot skip on the device: one host sync
+                optimizer.step()
+            task.after_step(dist.unwrap(model), step, ~bad)
+            good = values if good is None else torch.where(bad, good, values)
+            latest = values
             step += 1
-            if metrics is not None and (step % cfg.train.log_every == 0 or step == cfg.train.steps):
-                dt = time.perf_counter() - t_log
-                row = {"loss": last_loss, **parts, "lr": lr, "grad_norm": grad_value,
-                       "clips_per_s": clips_since / max(dt, 1e-9), "data_wait": min(1.0, wait_since / max(dt, 1e-9)),
-                       "skipped_steps": run.guard.skipped, "bad_samples": sum(run.bad.by_reason.values())}
-                metrics.log(step, **row)
-                if row["data_wait"] > 0.25 and step >= 5 * cfg.train.log_every and not warned_wait:
-                    warned_wait = True  # once: the figure stays in metrics.jsonl and on the bar
-                    log.warning("the step waited for data %.0f%% of the time: the loader cannot keep up "
-                                "(more data.workers, data.repeat > 1, or data.cache_mb for small sets)",
-                                100 * row["data_wait"])
-                if progress is not None:
-                    progress(step, cfg.train.steps, row)
+            if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+                run.guard.settle()  # raises over train.max_nonfinite (every rank: the figures agree)
+                last_loss, parts, grad_value = _figures(good, latest, part_names)
+                if metrics is not None:
+                    dt = time.perf_counter() - t_log
+                    row = {"loss": last_loss, **parts, "lr": lr, "grad_norm": grad_value,
+                           "clips_per_s": clips_since / max(dt, 1e-9),
+                           "data_wait": min(1.0, wait_since / max(dt, 1e-9)),
+                           "skipped_steps": run.guard.skipped, "bad_samples": sum(run.bad.by_reason.values())}
+                    metrics.log(step, **row)
+                    if row["data_wait"] > 0.25 and step >= 5 * cfg.train.log_every and not warned_wait:
+                        warned_wait = True  # once: the figure stays in metrics.jsonl and on the bar
+                        log.warning("the step waited for data %.0f%% of the time: the loader cannot keep up "
+                                    "(more data.workers, data.repeat > 1, or data.cache_mb for small sets)",
+                                    100 * row["data_wait"])
+                    if progress is not None:
+                        progress(step, cfg.train.steps, row)
                 t_log, clips_since, wait_since = time.perf_counter(), 0, 0.0
-            if dist.any_flag(stop.received is not None, info, device):
+            # Under torchrun every rank stops at the same step: the one after any rank's signal
+            # reached the collective (read a step late, so that the read does not wait).
+            stopping = stop.received is not None if not info.enabled else bool(stop_agreed.swap(anyone_stopped))
+            if stopping:
                 stopped_by = {None: "peer", 15: "SIGTERM"}.get(stop.received, "SIGINT")
                 run.checkpoint(step)
                 break
@@ -357,6 +379,9 @@ def run_task(task: Task, resume: bool = False, progress: Progress | None = None,
                 model.train()
             if step % cfg.train.ckpt_every == 0 and step < cfg.train.steps:
                 run.checkpoint(step)
+    if latest is not None:
+        run.guard.settle()
+        last_loss, parts, _ = _figures(good, latest, part_names)
     del batches, loader  # stop workers before validation and probes start their own
     final, _ = run.checkpoint(step)
     summary: dict[str, Any] = {"run_dir": str(run_dir), "kind": task.kind, "steps": step,
@@ -386,8 +411,10 @@ def run_task(task: Task, resume: bool = False, progress: Progress | None = None,
     return summary
 
 
-def _finite(x: float) -> bool:
-    return x == x and abs(x) != float("inf")
+def _figures(good: torch.Tensor, latest: torch.Tensor, names: list[str]) -> tuple[float, dict[str, float], float]:
+    """The last finite step's loss and named parts, and the last step's gradient norm (a host sync)."""
+    host = torch.cat([good, latest[1:2]]).tolist()
+    return host[0], dict(zip(names, host[2:-1])), host[-1]
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
