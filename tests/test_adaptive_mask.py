@@ -7,7 +7,7 @@ import torch
 
 from mvm.config import ConfigError, load_config
 from mvm.grid import TokenGrid
-from mvm.masking import DECODER_MASKS, ENCODER_MASKS, MaskContext
+from mvm.masking import DECODER_MASKS, ENCODER_MASKS, MaskContext, mask_to_indices
 
 GRID = TokenGrid(4, 4, 4, tubelet=2, patch=8)
 
@@ -29,6 +29,9 @@ def test_picks_the_highest_scores_among_masked_tokens(encoder):
         assert set(dec[i].nonzero().flatten().tolist()) == set(best.tolist())
         # every decoded score beats every masked-but-not-decoded one
         assert scores[i][dec[i]].min() > scores[i][enc[i] & ~dec[i]].max()
+    # the training step's path: the same tokens as indices, ascending, without building the mask
+    idx = DECODER_MASKS.build("adaptive", ratio=0.15).decoded_indices(GRID, scores, enc)
+    assert torch.equal(idx, mask_to_indices(dec))
 
 
 def test_deterministic_capped_and_needs_scores():

@@ -22,16 +22,27 @@ class AdaptiveDecoderMask(DecoderMask):
     needs_scores: bool = True
 
     def sample(self, grid: TokenGrid, batch: int, generator: torch.Generator, context: MaskContext) -> torch.Tensor:
-        enc, scores = context.encoder_mask, context.scores
+        idx = self.decoded_indices(grid, context.scores, context.encoder_mask)
+        return torch.zeros((batch, grid.num_tokens), dtype=torch.bool, device=idx.device).scatter_(1, idx, True)
+
+    def decoded_indices(self, grid: TokenGrid, scores: torch.Tensor | None, encoder_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, k]`` ascending positions of the decoded tokens on the scores' device: what
+        ``mask_to_indices(self(...))`` gives, without a host read of device tensors when
+        ``encoder_mask`` (``[B, N]`` bool, equal counts per row, as the loader draws it) is on the host.
+
+        Args:
+            scores: ``[B, N]`` the tokenizer's token scores, higher decoded first.
+        """
         if scores is None:
             raise ValueError("the adaptive decoder mask needs token scores (context.scores) from a tokenizer: "
                              "set train.tokenizer to a `mvm tokenizer train` run folder")
-        if tuple(scores.shape) != (batch, grid.num_tokens):
-            raise ValueError(f"scores must be [{batch}, {grid.num_tokens}], got {list(scores.shape)}")
-        k = self.decode_count(grid, self._encoder_count(enc))
-        ranked = scores.float().masked_fill(~enc.to(scores.device), float("-inf"))
-        idx = ranked.topk(k, dim=1).indices  # every row holds >= k masked tokens, so no -inf is picked
-        return torch.zeros(enc.shape, dtype=torch.bool, device=scores.device).scatter_(1, idx, True)
+        if tuple(scores.shape) != tuple(encoder_mask.shape) or scores.shape[1] != grid.num_tokens:
+            raise ValueError(f"scores must be [{encoder_mask.shape[0]}, {grid.num_tokens}], got {list(scores.shape)}")
+        k = self.decode_count(grid, self._encoder_count(encoder_mask))
+        enc = encoder_mask.to(scores.device, non_blocking=True)
+        ranked = scores.float().masked_fill(~enc, float("-inf"))
+        # every row holds >= k masked tokens, so no -inf is picked
+        return ranked.topk(k, dim=1).indices.sort(dim=1).values
 
 
 DECODER_MASKS.register("adaptive")(AdaptiveDecoderMask)

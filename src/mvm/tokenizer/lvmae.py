@@ -19,7 +19,7 @@ import torch
 
 from mvm.config import Config, ConfigError, apply_dict
 from mvm.grid import TokenGrid
-from mvm.masking.base import DECODER_MASKS, MaskContext, mask_to_indices
+from mvm.masking.base import DECODER_MASKS, mask_to_indices
 from mvm.tokenizer.model import VideoTokenizer
 from mvm.train import checkpoint as ckpt_io
 
@@ -122,12 +122,12 @@ class LvmaeTargets:
         model = self._load(video.device)
         with torch.autocast(video.device.type, enabled=False):  # FSQ rounds in fp32; scores rank in fp32
             codes, scores = model.tokenize(video.float())
-        enc = encoder_mask.to(video.device, non_blocking=True)
+        # Indices from the loader's host masks, or ranked on the device: no host read of device tensors.
         if self.adaptive:
-            dec = self.mask(self.grid, video.shape[0], torch.Generator(), MaskContext(scores=scores, encoder_mask=enc))
+            decode_idx = self.mask.decoded_indices(self.grid, scores, encoder_mask)
         else:
-            dec = decoder_mask.to(video.device, non_blocking=True)
-        return TokenBatch(model.quantizer.digits(codes), scores, mask_to_indices(dec))
+            decode_idx = mask_to_indices(decoder_mask).to(video.device, non_blocking=True)
+        return TokenBatch(model.quantizer.digits(codes), scores, decode_idx)
 
 
 def loader_decoder_mask(cfg: Config, decoder):
