@@ -217,3 +217,17 @@ def test_the_loop_reads_the_device_per_log_line_not_per_step(tmp_path, monkeypat
         run_task(ToyTask(cfg))
         counts.append(len(reads))
     assert counts[0] == counts[1] <= 8, counts
+
+
+def test_loss_parts_may_change_during_a_run(tmp_path):
+    """A job whose logged parts change (the tokenizer's top-k phase adds one) logs each phase's."""
+
+    class Phased(ToyTask):
+        def loss(self, model, batch, device, step):
+            loss, parts = super().loss(model, batch, device, step)
+            return loss, parts if step < 5 else {**parts, "loss_again": loss.detach()}
+
+    summary = run_task(Phased(toy_cfg(tmp_path / "run", 8)))
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert "loss_again" not in rows[0] and rows[-2]["loss_again"] == pytest.approx(rows[-2]["loss"])
+    assert summary["loss_again"] == pytest.approx(summary["final_loss"])

@@ -345,6 +345,8 @@ def run_task(task: Task, resume: bool = False, progress: Progress | None = None,
             elif not bool(bad):  # FSDP's sharded AdamW cannot skip on the device: one host sync
                 optimizer.step()
             task.after_step(dist.unwrap(model), step, ~bad)
+            if good is not None and good.shape != values.shape:  # the parts changed (a tokenizer's phase)
+                good = torch.cat([good[:2], values[2:]])
             good = values if good is None else torch.where(bad, good, values)
             latest = values
             step += 1
