@@ -5,6 +5,7 @@ and (``--loader``) end to end with mvm's own loader. Prints JSON (partial rows o
     python benchmarks/bench_gpu.py --quick               # ViT-B only, fewer steps (~1-2 min)
     python benchmarks/bench_gpu.py --models base --no-compile --batch 64
     python benchmarks/bench_gpu.py --loader --workers 8 14   # + end to end (needs PyAV; synthetic 256 px set unless --data)
+    python benchmarks/bench_gpu.py --quick --loop --workers 14 --data .footage   # + mvm pretrain's own loop
 
 A step: bf16 autocast forward on a 90% tube mask (every masked token decoded), norm-pix target,
 masked MSE, backward, fused AdamW. The model-only part needs no PyAV: the clip and masks are made
@@ -13,7 +14,9 @@ on visible tokens, decoder on all, attention, x3 for forward + backward) / step 
 peak measured here (best of 8192^3 matmuls, same run). A configuration that runs out of memory is
 retried at half the batch. The end-to-end mode reads clips through ``mvm.train.pretrain.build_loader``
 (decode, crop, resize, normalise, masks in the collate step) with N worker processes, and reports
-clips/s and the share of wall time the GPU step waited for data.
+clips/s and the share of wall time the GPU step waited for data (it synchronises each step to
+split the time); ``--loop`` trains through ``mvm pretrain``'s loop itself, which reads nothing back
+inside a step, and reports its logged clips/s and data-wait share.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 
 import torch
 
+from mvm.grid import TokenGrid
 from mvm.models import build_mae
 from mvm.models.flops import mae_step_flops
 
@@ -139,14 +143,12 @@ def model_only(name: str, batch: int, compile_: bool, steps: int, warmup: int, f
             emit({"model": name, "compile": compile_, "note": f"out of memory; retrying at batch {batch}"})
 
 
-def end_to_end(args: argparse.Namespace, workers: int, device: torch.device) -> dict[str, Any]:
-    """Training steps fed by mvm's loader with ``workers`` processes: clips/s and data-wait share."""
+def _loader_config(args: argparse.Namespace, workers: int) -> Any:
+    """The pretraining config both end-to-end modes train with: ``--loader-model``, ``--frames``,
+    ``--size``, ``--repeat``, ``--loader-batch``, N workers, no motion; ``--data`` or a synthetic set."""
     import tempfile
 
     from mvm.config import Config
-    from mvm.grid import TokenGrid
-    from mvm.masking.base import mask_to_indices
-    from mvm.train.pretrain import build_loader
 
     cfg = Config()
     cfg.model.name = args.loader_model
@@ -164,6 +166,15 @@ def end_to_end(args: argparse.Namespace, workers: int, device: torch.device) -> 
             make_synthetic(root, clips=args.synth_clips, val_clips=8, frames=64, size=256, workers=16)
         args.synth_dir = root
         cfg.data.train = f"{root}/train.csv"
+    return cfg
+
+
+def end_to_end(args: argparse.Namespace, workers: int, device: torch.device) -> dict[str, Any]:
+    """Training steps fed by mvm's loader with ``workers`` processes: clips/s and data-wait share."""
+    from mvm.masking.base import mask_to_indices
+    from mvm.train.pretrain import build_loader
+
+    cfg = _loader_config(args, workers)
     grid = TokenGrid.from_clip(cfg.data.frames, cfg.data.size, cfg.model.tubelet, cfg.model.patch)
     model = build_mae(cfg.model.name).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
@@ -194,6 +205,38 @@ def end_to_end(args: argparse.Namespace, workers: int, device: torch.device) -> 
             "gpu_step_share": busy / total, "data": cfg.data.train}
 
 
+def through_the_loop(args: argparse.Namespace, workers: int, device: torch.device) -> dict[str, Any]:
+    """``mvm pretrain``'s own loop (``run_pretrain``: loader, masks, bf16, fused AdamW, the guard,
+    metrics; no host read inside a step) for a few steps: clips/s and data-wait share per log
+    interval, medians after ``--loader-warmup`` steps, and the MFU those clips/s make."""
+    import statistics
+    import tempfile
+
+    from mvm.train.pretrain import run_pretrain
+
+    cfg = _loader_config(args, workers)
+    cfg.train.device, cfg.train.bf16, cfg.train.probe = device.type, True, False
+    cfg.train.steps, cfg.train.log_every = args.loader_warmup + args.loader_steps, 1
+    cfg.train.ckpt_every = cfg.train.steps + 1
+    cfg.train.out = tempfile.mkdtemp(prefix="mvm_loop_")
+    cfg.train.compile = args.loop_compile
+    summary = run_pretrain(cfg)
+    with open(os.path.join(cfg.train.out, "metrics.jsonl")) as fh:
+        rows = [json.loads(line) for line in fh]
+    timed = [r for r in rows if "clips_per_s" in r and r["step"] > args.loader_warmup]
+    clips_s = statistics.median(r["clips_per_s"] for r in timed)
+    from mvm.masking import build_masks
+
+    grid = TokenGrid.from_clip(cfg.data.frames, cfg.data.size, cfg.model.tubelet, cfg.model.patch)
+    hidden = build_masks(cfg.mask)[0].count(grid)  # the config's tube mask; every hidden token decoded
+    flops_per_clip = mae_step_flops(build_mae(cfg.model.name), 1, grid.num_tokens - hidden, hidden)
+    return {"mode": "loop", "model": cfg.model.name, "workers": workers, "batch": cfg.optim.batch_size,
+            "repeat": cfg.data.repeat, "compile": cfg.train.compile, "clips_per_s": clips_s,
+            "data_wait_share": statistics.median(r["data_wait"] for r in timed),
+            "mfu_at_peak": clips_s * flops_per_clip / args.peak if args.peak else None,
+            "final_loss": summary.get("final_loss"), "steps_timed": len(timed), "data": cfg.data.train}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["base", "large"])
@@ -214,6 +257,9 @@ def main() -> None:
     p.add_argument("--loader-batch", type=int, default=32)
     p.add_argument("--loader-steps", type=int, default=15)
     p.add_argument("--loader-warmup", type=int, default=3)
+    p.add_argument("--loop", action="store_true",
+                   help="also end to end through mvm pretrain's own loop (run_pretrain; needs PyAV)")
+    p.add_argument("--loop-compile", action="store_true", help="train.compile=true for --loop")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print(json.dumps({"error": "no CUDA device"}))
@@ -227,6 +273,7 @@ def main() -> None:
                               "frames": args.frames, "size": args.size, "mask": "tube 0.9, decode all masked",
                               "bf16_peak_tflops": peak / 1e12, "model_only": [], "end_to_end": []}
     emit({"bf16_peak_tflops": peak / 1e12, "gpu": result["gpu"]})
+    args.peak = peak
     for name in args.models:
         for compile_ in ([False] if args.no_compile else [False, True]):
             batch = args.batch or DEFAULT_BATCH.get(name, 16)
@@ -236,19 +283,21 @@ def main() -> None:
                 row = {"model": name, "compile": compile_, "error": f"{type(exc).__name__}: {exc}"[:400]}
             result["model_only"].append(row)
             emit(row)
-    if args.loader:
+    if args.loader or args.loop:
         try:
             import av  # noqa: F401
         except ImportError:
             result["end_to_end"].append({"error": "PyAV is not installed: end-to-end mode skipped"})
         else:
-            for w in args.workers:
-                try:
-                    row = end_to_end(args, w, device)
-                except Exception as exc:  # noqa: BLE001
-                    row = {"workers": w, "error": f"{type(exc).__name__}: {exc}"[:400]}
-                result["end_to_end"].append(row)
-                emit(row)
+            modes = [f for f, on in ((end_to_end, args.loader), (through_the_loop, args.loop)) if on]
+            for run in modes:
+                for w in args.workers:
+                    try:
+                        row = run(args, w, device)
+                    except Exception as exc:  # noqa: BLE001
+                        row = {"mode": run.__name__, "workers": w, "error": f"{type(exc).__name__}: {exc}"[:400]}
+                    result["end_to_end"].append(row)
+                    emit(row)
     print(json.dumps(result, indent=2))
 
 
