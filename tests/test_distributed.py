@@ -34,21 +34,22 @@ def synth(tmp_path_factory) -> Path:
     return root
 
 
-def _torchrun_cmd(synth: Path, out: Path, mode: str, *extra: str) -> tuple[list[str], dict[str, str]]:
-    """``mvm pretrain`` under torchrun, two CPU processes, tiny clips; and its environment."""
+def _torchrun_cmd(synth: Path, out: Path, mode: str, *extra: str, job: str = "pretrain",
+                  preset: str = "tiny-synthetic") -> tuple[list[str], dict[str, str]]:
+    """``mvm JOB`` under torchrun, two CPU processes, tiny clips; and its environment."""
     sets = [f"data.train={synth / 'train.csv'}", f"data.val={synth / 'val.csv'}", "data.frames=8",
             "data.size=32", "data.workers=0", "model.patch=8", "optim.batch_size=2", "train.steps=4",
             f"train.out={out}", f"train.parallel={mode}", "train.probe=false", *extra]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--rdzv-backend=c10d",
            "--rdzv-endpoint=127.0.0.1:0",
-           "-m", "mvm.cli", "pretrain", "--config", "tiny-synthetic"]
+           "-m", "mvm.cli", job, "--config", preset]
     for s in sets:
         cmd += ["--set", s]
     return cmd, {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
 
 
-def _torchrun(synth: Path, out: Path, mode: str, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    cmd, env = _torchrun_cmd(synth, out, mode, *extra)
+def _torchrun(synth: Path, out: Path, mode: str, extra: tuple[str, ...] = (), **job: str) -> subprocess.CompletedProcess:
+    cmd, env = _torchrun_cmd(synth, out, mode, *extra, **job)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -67,6 +68,19 @@ def test_ddp_and_fsdp_agree(synth, tmp_path):
         assert weights[a].keys() == weights[b].keys()
         for k in weights[a]:
             torch.testing.assert_close(weights[a][k], weights[b][k], rtol=1e-4, atol=1e-5, msg=f"{b} {k}")
+
+
+def test_finetune_ema_under_ddp_and_fsdp_agree(synth, tmp_path):
+    """Fine-tuning with an EMA of the weights: under FSDP2 the average follows the sharded weights
+    (gathered whole each step) and ends where DDP's does."""
+    emas = {}
+    for mode in ("ddp", "fsdp"):
+        res = _torchrun(synth, tmp_path / mode, mode, ("finetune.ema=true", "finetune.ema_decay=0.5", "train.steps=3",
+                                                       "model.name=tiny"), job="finetune", preset="ft-synthetic")
+        assert res.returncode == 0, res.stderr[-3000:]
+        emas[mode] = load_file(str(tmp_path / mode / "ckpt-0000003" / "ema.safetensors"))
+    for k in emas["ddp"]:
+        torch.testing.assert_close(emas["fsdp"][k], emas["ddp"][k], rtol=1e-4, atol=1e-5, msg=k)
 
 
 def _rank_pid(agent: int, rank: int) -> int | None:

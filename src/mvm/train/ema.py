@@ -35,11 +35,15 @@ class ModelEma:
 
         ``taken``: 0-dim bool on the device, False for a step the optimiser skipped, which then
         leaves the average as it is, decided on the device (no host sync); None: always taken.
-        ``updates`` counts the calls."""
+        ``updates`` counts the calls. Under FSDP2 (sharded DTensor weights) every rank must call it:
+        each weight is gathered whole (one more all-gather of the model per step), so every rank
+        keeps the whole average, as evaluation and ``ema.safetensors`` need it."""
         own = self.module.state_dict()
         weight = None if taken is None else (1 - self.decay) * taken.float()
         for name, value in model.state_dict().items():
             target = own[name]
+            if hasattr(value, "full_tensor"):  # a sharded DTensor: the average is kept whole
+                value = value.full_tensor()
             value = value.to(target.device)
             if not target.dtype.is_floating_point:
                 target.copy_(value)
