@@ -26,8 +26,8 @@ def _sinusoid(pos: torch.Tensor, d_hid: int) -> torch.Tensor:
     a row does not depend on which other rows are computed with it.
     """
     j = torch.arange(d_hid, dtype=torch.float64, device=pos.device)
-    freq = torch.pow(torch.tensor(10000.0, dtype=torch.float64, device=pos.device),
-                     2 * torch.div(j, 2, rounding_mode="floor") / d_hid)
+    # (a Python base: a tensor made from a number on a GPU is a blocking copy, once per forward)
+    freq = torch.pow(10000.0, 2 * torch.div(j, 2, rounding_mode="floor") / d_hid)
     angle = pos[:, None] / freq
     table = torch.empty_like(angle)
     table[:, 0::2] = torch.sin(angle[:, 0::2])

@@ -62,10 +62,16 @@ def read_clip(path: str, cfg: Config) -> EvalClip:
     return EvalClip(path, (frames - mean) / std, mask)
 
 
+def mean_std(cfg: Config, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clip normalisation's mean and std as ``[1, 3, 1, 1, 1]`` float32 on ``device``, copied
+    without waiting (a blocking copy to a GPU would make the training step wait for the device)."""
+    return tuple(torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1, 1).to(device, non_blocking=True)
+                 for v in (cfg.data.mean, cfg.data.std))
+
+
 def to_pixels(video: torch.Tensor, cfg: Config) -> torch.Tensor:
     """Normalised ``[B, 3, T, H, W]`` -> pixels in [0, 1] (clamped), float32."""
-    mean = torch.tensor(cfg.data.mean, device=video.device).view(1, 3, 1, 1, 1)
-    std = torch.tensor(cfg.data.std, device=video.device).view(1, 3, 1, 1, 1)
+    mean, std = mean_std(cfg, video.device)
     return (video.float() * std + mean).clamp(0, 1)
 
 

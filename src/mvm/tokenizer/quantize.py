@@ -44,6 +44,7 @@ class Quantizer(nn.Module):
         # mixed-radix place values: code = sum(digit_i * basis_i)
         basis = torch.tensor([math.prod(self.levels[:i]) for i in range(len(self.levels))], dtype=torch.long)
         self.register_buffer("basis", basis, persistent=False)
+        self.register_buffer("level_sizes", torch.tensor(self.levels, dtype=torch.long), persistent=False)
 
     @property
     def codebook_size(self) -> int:
@@ -51,8 +52,8 @@ class Quantizer(nn.Module):
 
     def digits(self, codes: torch.Tensor) -> torch.Tensor:
         """Per-level digits of codes: ``[...]`` long -> ``[..., L]`` long, digit ``i`` in ``[0, levels[i])``."""
-        levels = torch.tensor(self.levels, device=codes.device)
-        return (codes.long()[..., None] // self.basis.to(codes.device)) % levels
+        # (buffers, not tensors made here: on a GPU that would be a blocking copy every step)
+        return (codes.long()[..., None] // self.basis.to(codes.device)) % self.level_sizes.to(codes.device)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``[B, D, t, h, w]`` -> quantised ``[B, D, t, h, w]`` (straight-through gradients),

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from mvm.config import Config, ConfigError
 from mvm.grid import TokenGrid
-from mvm.tokenizer.evaluate import EvalClip, evaluate_tokenizer, read_clip, to_pixels
+from mvm.tokenizer.evaluate import EvalClip, evaluate_tokenizer, mean_std, read_clip, to_pixels
 from mvm.tokenizer.model import VideoTokenizer, build_tokenizer
 from mvm.train import distributed as dist
 from mvm.train.loop import Task
@@ -115,7 +115,7 @@ class TokenizerTask(Task):
         (unclamped, so the gradient does not vanish outside [0, 1]), plus ``motion_weight`` x the
         MSE of its frame-to-frame differences against the clip's."""
         cfg = self.cfg
-        mean, std = (torch.tensor(v, device=target.device).view(1, 3, 1, 1, 1) for v in (cfg.data.mean, cfg.data.std))
+        mean, std = mean_std(cfg, target.device)
         pix = recon.float() * std + mean
         loss = (pix - target).pow(2).mean()
         w = cfg.tokenizer.motion_weight

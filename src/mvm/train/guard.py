@@ -117,7 +117,7 @@ class NonFiniteGuard:
         bad = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
         t = self._tally
         if t is None:
-            t = torch.tensor([0, self.consecutive, -1, -1], device=loss.device)
+            t = torch.tensor([0, self.consecutive, -1, -1]).to(loss.device, non_blocking=True)  # no wait
         b = bad.long()
         row = (t[1] + 1) * b
         self._tally = torch.stack([t[0] + b, row, torch.where((t[2] < 0) & (row >= self.limit), step, t[2]),

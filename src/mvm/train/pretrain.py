@@ -141,7 +141,8 @@ class PretrainTask(Task):
              step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg
         if self._mean_std is None:
-            self._mean_std = (torch.tensor(cfg.data.mean, device=device), torch.tensor(cfg.data.std, device=device))
+            self._mean_std = tuple(torch.tensor(v).to(device, non_blocking=True)  # once; no wait either
+                                   for v in (cfg.data.mean, cfg.data.std))
         mean, std = self._mean_std
         video = batch["video"].to(device, non_blocking=True)
         visible_idx = mask_to_indices(~batch["encoder_mask"]).to(device, non_blocking=True)
@@ -164,7 +165,7 @@ class PretrainTask(Task):
         parts = {"recon_loss": loss.detach()}
         if motion_pred is not None:
             # Each visible token predicts its own codec motion: the encoder must see motion.
-            motion = motion_target(batch["motion"].to(device), cfg.train.motion_scale)
+            motion = motion_target(batch["motion"].to(device, non_blocking=True), cfg.train.motion_scale)
             motion_loss = masked_mse(motion_pred.float(), motion, visible_idx)
             parts["motion_loss"] = motion_loss.detach()
             loss = loss + cfg.train.motion_weight * motion_loss
