@@ -187,3 +187,36 @@ def test_synthetic_set_is_made_once_and_remade_when_the_config_changes(tmp_path)
     again = load_config("tiny-synthetic", [*small, "synth.clips=16"])
     prepare_data_paths(again)
     assert len(Path(again.data.train).read_text().splitlines()) == 16
+
+
+def test_the_step_makes_no_tensor_from_host_data(synth, tmp_path):
+    """The main job's step (codec-motion target included) builds no tensor from Python data once
+    warm: on a GPU each would be a blocking copy that makes the step wait for the device (three a
+    forward came from the position tables' constant)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from mvm.train.distributed import DistInfo
+    from mvm.train.pretrain import PretrainTask
+
+    class Made(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += func is torch.ops.aten.lift_fresh.default
+            return func(*args, **(kwargs or {}))
+
+    cfg = load_config("tiny-synthetic", tiny_overrides(synth, tmp_path / "run", 2))
+    task = PretrainTask(cfg)
+    task.prepare()
+    model = task.build_model()
+    _, loader = task.build_loader(0, DistInfo())
+    batches = iter(loader)
+    device = torch.device("cpu")
+    task.loss(model, next(batches), device, 0)[0].backward()  # warm: caches filled
+    batch = next(batches)
+    with Made() as made:
+        loss, _ = task.loss(model, batch, device, 1)
+        loss.backward()
+    assert made.count == 0
