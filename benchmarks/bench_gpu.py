@@ -5,7 +5,7 @@ and (``--loader``) end to end with mvm's own loader. Prints JSON (partial rows o
     python benchmarks/bench_gpu.py --quick               # ViT-B only, fewer steps (~1-2 min)
     python benchmarks/bench_gpu.py --models base --no-compile --batch 64
     python benchmarks/bench_gpu.py --loader --workers 8 14   # + end to end (needs PyAV; synthetic 256 px set unless --data)
-    python benchmarks/bench_gpu.py --quick --loop --workers 14 --data .footage   # + mvm pretrain's own loop
+    python benchmarks/bench_gpu.py --quick --loop --workers 14 --data .footage --loader-steps 30  # + mvm pretrain's loop
 
 A step: bf16 autocast forward on a 90% tube mask (every masked token decoded), norm-pix target,
 masked MSE, backward, fused AdamW. The model-only part needs no PyAV: the clip and masks are made
@@ -208,22 +208,37 @@ def end_to_end(args: argparse.Namespace, workers: int, device: torch.device) -> 
 def through_the_loop(args: argparse.Namespace, workers: int, device: torch.device) -> dict[str, Any]:
     """``mvm pretrain``'s own loop (``run_pretrain``: loader, masks, bf16, fused AdamW, the guard,
     metrics; no host read inside a step) for a few steps: clips/s and data-wait share per log
-    interval, medians after ``--loader-warmup`` steps, and the MFU those clips/s make."""
+    interval (every ``--loop-log-every`` steps: a log line reads the device), medians of the
+    intervals after ``--loader-warmup`` steps, and the MFU those clips/s make. On CUDA it also
+    counts the run's synchronising calls (``torch.cuda.set_sync_debug_mode``): about two per log
+    line and a few at the start and end are the loop's own; more would be reads inside a step."""
     import statistics
     import tempfile
+    import warnings
 
     from mvm.train.pretrain import run_pretrain
 
+    every = args.loop_log_every
     cfg = _loader_config(args, workers)
     cfg.train.device, cfg.train.bf16, cfg.train.probe = device.type, True, False
-    cfg.train.steps, cfg.train.log_every = args.loader_warmup + args.loader_steps, 1
+    cfg.train.steps, cfg.train.log_every = args.loader_warmup + args.loader_steps, every
     cfg.train.ckpt_every = cfg.train.steps + 1
     cfg.train.out = tempfile.mkdtemp(prefix="mvm_loop_")
     cfg.train.compile = args.loop_compile
-    summary = run_pretrain(cfg)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("warn")
+        try:
+            summary = run_pretrain(cfg)
+        finally:
+            if device.type == "cuda":
+                torch.cuda.set_sync_debug_mode("default")
+    syncs = sum("synchroniz" in str(w.message) for w in caught)
     with open(os.path.join(cfg.train.out, "metrics.jsonl")) as fh:
         rows = [json.loads(line) for line in fh]
-    timed = [r for r in rows if "clips_per_s" in r and r["step"] > args.loader_warmup]
+    logged = [r for r in rows if "clips_per_s" in r]
+    timed = [r for r in logged if r["step"] - every >= args.loader_warmup] or logged[-1:]
     clips_s = statistics.median(r["clips_per_s"] for r in timed)
     from mvm.masking import build_masks
 
@@ -234,7 +249,9 @@ def through_the_loop(args: argparse.Namespace, workers: int, device: torch.devic
             "repeat": cfg.data.repeat, "compile": cfg.train.compile, "clips_per_s": clips_s,
             "data_wait_share": statistics.median(r["data_wait"] for r in timed),
             "mfu_at_peak": clips_s * flops_per_clip / args.peak if args.peak else None,
-            "final_loss": summary.get("final_loss"), "steps_timed": len(timed), "data": cfg.data.train}
+            "final_loss": summary.get("final_loss"), "intervals_timed": len(timed), "log_every": every,
+            "steps": cfg.train.steps, "log_lines": len(logged),
+            "cuda_syncs": syncs if device.type == "cuda" else None, "data": cfg.data.train}
 
 
 def main() -> None:
@@ -260,6 +277,7 @@ def main() -> None:
     p.add_argument("--loop", action="store_true",
                    help="also end to end through mvm pretrain's own loop (run_pretrain; needs PyAV)")
     p.add_argument("--loop-compile", action="store_true", help="train.compile=true for --loop")
+    p.add_argument("--loop-log-every", type=int, default=5, help="train.log_every for --loop")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print(json.dumps({"error": "no CUDA device"}))
