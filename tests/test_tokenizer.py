@@ -293,3 +293,12 @@ def test_motion_weight_adds_the_frame_difference_error_by_hand():
     assert any(p.grad.abs().sum() > 0 for p in tok.scorer.parameters())
     with pytest.raises(ConfigError, match=r"tokenizer\.motion_weight"):
         load_config(None, ["tokenizer.motion_weight=-1"])
+
+
+def test_the_training_step_makes_no_tensor_from_host_data(host_made):
+    """Once warm, a tokenizer training step builds no tensor from Python data (on a GPU, each
+    would be a copy to the device inside the step; the normalisation constants made six)."""
+    cfg, task, tok, video, *_ = _loss_setup(motion_weight=1.0)
+    cpu = torch.device("cpu")
+    task.loss(tok, {"video": video}, cpu, step=0)[0].backward()  # warm
+    assert host_made(lambda: task.loss(tok, {"video": video}, cpu, step=0)[0].backward()) == 0

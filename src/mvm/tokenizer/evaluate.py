@@ -8,6 +8,7 @@ resized to ``data.size`` (nearest for the mask).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -63,10 +64,15 @@ def read_clip(path: str, cfg: Config) -> EvalClip:
 
 
 def mean_std(cfg: Config, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The clip normalisation's mean and std as ``[1, 3, 1, 1, 1]`` float32 on ``device``, copied
-    without waiting (a blocking copy to a GPU would make the training step wait for the device)."""
+    """The clip normalisation's mean and std as ``[1, 3, 1, 1, 1]`` float32 on ``device``: made once
+    per device and values (a step then copies nothing to the device), shared, never modified."""
+    return _mean_std(tuple(cfg.data.mean), tuple(cfg.data.std), torch.device(device))
+
+
+@functools.lru_cache(maxsize=8)
+def _mean_std(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return tuple(torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1, 1).to(device, non_blocking=True)
-                 for v in (cfg.data.mean, cfg.data.std))
+                 for v in (mean, std))
 
 
 def to_pixels(video: torch.Tensor, cfg: Config) -> torch.Tensor:
