@@ -332,7 +332,7 @@ def run_task(task: Task, resume: bool = False, progress: Progress | None = None,
             grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
             part_names = list(sums)
             # No host sync in a step: the figures stay on the device until a log line, a checkpoint
-            # or the end reads them, and the guard's skip is decided there too. Under torchrun one
+            # or the end reads them, and the guard decides a skip on the device. Under torchrun one
             # collective averages them and carries the stop flag.
             values = torch.stack([total, grad_norm.float().to(device), *(sums[k] for k in part_names)])
             if info.enabled:
