@@ -319,7 +319,7 @@ def test_reference_check_equals_trying_every_candidate(tmp_path, plane):
     cand = np.where((v["dir"][sel] > 0)[:, None], future[v["f"][sel]], past[v["f"][sel]])
     keep = cand[:, 0] > 0
     sel, cand = sel[keep], cand[keep]
-    got = codec_mod._best_distance(pixels, v, cand, sel)
+    got = codec_mod._best_distance(pixels, v, (past, future), sel)
     g = (pixels[..., 1] if plane == "green" else pixels).astype(np.int64)
     lat = (np.arange(4) + 0.5) / 4 - 0.5
     want, moved = [], 0
@@ -381,6 +381,11 @@ def test_unused_partitions_are_dropped_as_defined():
     assert 0 < keep.sum() < n
     for k in v:
         np.testing.assert_array_equal(got[k], v[k][keep])
+    # columns frame by frame, as decoding gives them: a table per frame's run, the same answer
+    order = np.argsort(v["f"], kind="stable")
+    got = codec_mod._drop_unused_partitions({k: a[order] for k, a in v.items()})
+    for k in v:
+        np.testing.assert_array_equal(got[k], v[k][order][keep[order]])
 
 
 def test_frames_the_decode_skipped_are_no_candidate_reference():

@@ -121,8 +121,10 @@ def painted_frames(decoded: DecodedVideo, frames: np.ndarray, block: int = 4, ch
     v = _columns(mvs, frames, None if cells is None else (r0 * block, r1 * block, c0 * block, c1 * block))
     if v["f"].size == 0:
         return nothing()
-    if (v["dir"] > 0).any():
-        v = _drop_unused_partitions(v)
+    # Vectors that go (B placeholders, references outside the decoded frames) are marked, not cut
+    # out of the columns: one mask instead of copying nine columns twice (about 1 ms an x264 item).
+    alive = _unused_partitions_loop(*(v[k] for k in ("f", "x", "y", "bw", "bh", "ox", "oy"))) \
+        if (v["dir"] > 0).any() else None
     # One reference frame and no B-frames (mvm prepare's streams): the structural guess is the
     # only possible reference, so no pixel is read (and none need be decoded to RGB).
     check = check_refs and not decoded.single_reference
@@ -132,19 +134,16 @@ def painted_frames(decoded: DecodedVideo, frames: np.ndarray, block: int = 4, ch
     if check and decoded.luma is None and decoded.rgb is not None and (decoded.rgb < 0).any():
         raise ValueError("checking reference distances reads every decoded frame's pixels; "
                          "this decode converted only some (decode_video(rgb=...)) and kept no luma")
-    dist = _reference_distance(pixels, decoded.pict_types, v, check)
-    keep = dist > 0  # references outside the decoded frames cannot be placed in time
-    if not keep.any():  # every reference lies outside the decoded frames (a window's first frames)
+    dist = _reference_distance(pixels, decoded.pict_types, v, check, alive)
+    use = dist > 0  # references outside the decoded frames cannot be placed in time
+    if not use.any():  # every reference lies outside the decoded frames (a window's first frames)
         return nothing()
-    if not keep.all():
-        v, dist = {k: a[keep] for k, a in v.items()}, dist[keep]
     # P (past ref): content at src is now at dst -> dst - src = -off; B (future): src - dst = +off.
-    scale = (v["dir"] / dist).astype(np.float32)
-    disp = np.stack([v["ox"] * scale, v["oy"] * scale], 1)
+    disp = _displacement(v["dir"], dist, v["ox"], v["oy"])
     if cells is not None:  # paint the cells as a picture of their own (whole cells: same footprints)
-        v["x"], v["y"] = v["x"] - np.float32(c0 * block), v["y"] - np.float32(r0 * block)
         h, w = (r1 - r0) * block, (c1 - c0) * block
-    flow, covered = paint(v, disp, n, h, w, block)
+    flow, covered = paint(v, disp, n, h, w, block, use=use,
+                          origin=(0, 0) if cells is None else (c0 * block, r0 * block))
     # Frames mostly without vectors (scene cuts coded intra) are filled from their neighbours.
     valid &= covered.reshape(n, -1).mean(1) >= MIN_COVERED
     return flow, covered, valid
@@ -217,39 +216,80 @@ def _drop_unused_partitions(v: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 @numba.njit(cache=True, nogil=True)
 def _unused_partitions_loop(f, x, y, bw, bh, ox, oy):  # pragma: no cover (compiled)
     """``[n]`` bool: False for a zero vector whose block (frame, centre, size) has another,
-    non-zero vector. Blocks are found in a hash table of their packed key, one pass (0.6 ms for
-    an x264 item's 37,000 vectors; the stable sort of the keys it replaces took 1.1-1.2 ms)."""
+    non-zero vector. Blocks are found in a hash table of their packed key. The columns come
+    frame by frame, and a block's vectors share its frame, so each frame's run of vectors gets a
+    table of its own, sized for the largest run: a few KB that stay in cache, where one table
+    for an x264 item's 37,000 vectors (1 MB) missed it on most probes (0.8 -> 0.3 ms). Columns
+    not sorted by frame are one run."""
     n = f.size
+    keep = np.ones(n, np.bool_)
+    if n == 0:
+        return keep
+    grouped = True
+    for i in range(1, n):
+        if f[i] < f[i - 1]:
+            grouped = False
+            break
+    longest, run = 1, 1
+    for i in range(1, n):
+        run = run + 1 if grouped and f[i] == f[i - 1] else 1
+        longest = max(longest, run)
+    if not grouped:
+        longest = n
     bits = 1
-    while (1 << bits) < 2 * n:
+    while (1 << bits) < 2 * longest:
         bits += 1
     mask = (1 << bits) - 1
-    slots = np.full(1 << bits, -1, np.int64)  # hash slot -> block number
-    keys = np.empty(n, np.int64)  # block number -> key
-    count = np.zeros(n, np.int64)  # vectors per block
-    moving = np.zeros(n, np.bool_)  # any non-zero vector in the block
-    block = np.empty(n, np.int64)  # each vector's block number
-    blocks = 0
-    for i in range(n):
-        key = (((f[i] * 65536 + np.int64(y[i])) * 65536 + np.int64(x[i])) * 64
-               + np.int64(bw[i]) // 4 * 8 + np.int64(bh[i]) // 4)
-        slot = np.int64((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits)) & mask
-        while slots[slot] >= 0 and keys[slots[slot]] != key:  # linear probing
-            slot = (slot + 1) & mask
-        if slots[slot] < 0:
-            slots[slot] = blocks
-            keys[blocks] = key
-            blocks += 1
-        b = slots[slot]
-        block[i] = b
-        count[b] += 1
-        if ox[i] != 0 or oy[i] != 0:
-            moving[b] = True
-    keep = np.empty(n, np.bool_)
-    for i in range(n):
-        b = block[i]
-        keep[i] = not (ox[i] == 0 and oy[i] == 0 and count[b] > 1 and moving[b])
+    slots = np.full(1 << bits, -1, np.int64)  # hash slot -> block number (within the run)
+    keys = np.empty(longest, np.int64)  # block number -> key
+    where = np.empty(longest, np.int64)  # block number -> its slot
+    count = np.zeros(longest, np.int64)  # vectors per block
+    moving = np.zeros(longest, np.bool_)  # any non-zero vector in the block
+    block = np.empty(longest, np.int64)  # each vector of the run: its block number
+    lo = 0
+    while lo < n:
+        hi = lo + 1
+        while hi < n and (not grouped or f[hi] == f[lo]):
+            hi += 1
+        blocks = 0
+        for i in range(lo, hi):
+            key = (((f[i] * 65536 + np.int64(y[i])) * 65536 + np.int64(x[i])) * 64
+                   + np.int64(bw[i]) // 4 * 8 + np.int64(bh[i]) // 4)
+            slot = np.int64((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits)) & mask
+            while slots[slot] >= 0 and keys[slots[slot]] != key:  # linear probing
+                slot = (slot + 1) & mask
+            if slots[slot] < 0:
+                slots[slot] = blocks
+                where[blocks] = slot
+                keys[blocks] = key
+                count[blocks] = 0
+                moving[blocks] = False
+                blocks += 1
+            b = slots[slot]
+            block[i - lo] = b
+            count[b] += 1
+            if ox[i] != 0 or oy[i] != 0:
+                moving[b] = True
+        for i in range(lo, hi):
+            b = block[i - lo]
+            keep[i] = not (ox[i] == 0 and oy[i] == 0 and count[b] > 1 and moving[b])
+        for b in range(blocks):  # empty the run's slots for the next run (cheaper than a refill)
+            slots[where[b]] = -1
+        lo = hi
     return keep
+
+
+@numba.njit(cache=True, nogil=True)
+def _displacement(direction, dist, ox, oy):  # pragma: no cover (compiled)
+    """``[N, 2]`` float32 per-frame displacement ``(ox, oy) * float32(dir / dist)`` (zero where
+    ``dist`` is 0): the NumPy ``(dir / dist).astype(float32)`` then float32 products, per vector."""
+    out = np.zeros((dist.size, 2), np.float32)
+    for i in range(dist.size):
+        if dist[i] > 0:
+            scale = np.float32(direction[i] / dist[i])
+            out[i, 0] = ox[i] * scale
+            out[i, 1] = oy[i] * scale
+    return out
 
 
 def _candidates(types: list[str], nf: int) -> tuple[np.ndarray, np.ndarray]:
@@ -288,60 +328,83 @@ def _candidates_of(types: tuple[str, ...], nf: int) -> tuple[np.ndarray, np.ndar
 
 
 def _reference_distance(frames: np.ndarray, types: list[str], v: dict[str, np.ndarray],
-                        check: bool) -> np.ndarray:
-    """Frames between each vector's frame and its reference (0 where none is decoded)."""
+                        check: bool, alive: np.ndarray | None = None) -> np.ndarray:
+    """Frames between each vector's frame and its reference (0 where none is decoded, and for
+    vectors ``alive`` marks False)."""
     nf, h, w = frames.shape[:3]
-    past, future = _candidates(types, nf)
-    fut = v["dir"] > 0
-    # (rows read with take: 2-D fancy indexing of rows costs about 10x more)
-    dist = np.where(fut, future[:, 0].take(v["f"]), past[:, 0].take(v["f"]))  # the structural guess
+    tables = _candidates(types, nf)
+    # The structural guess, and which vectors are checked: moving vectors whose block and
+    # reference block lie inside the picture (near the border the encoder predicts from
+    # replicated edge pixels, which no candidate reproduces) and that have another candidate to
+    # compare with; one compiled pass instead of a dozen array passes over the columns.
+    dist, sel = _structural_loop(*(v[k] for k in ("f", "dir", "x", "y", "bw", "bh", "ox", "oy")), *tables,
+                                 np.ones(v["f"].size, np.bool_) if alive is None else alive,
+                                 w, h, check, np.float32(MIN_CHECKED ** 2))
     if not check:
         return dist
-    # Checked: moving vectors whose block and reference block lie inside the picture (near the
-    # border the encoder predicts from replicated edge pixels, which no candidate reproduces).
-    x0, x1 = v["x"] - v["bw"] / 2, v["x"] + v["bw"] / 2
-    y0, y1 = v["y"] - v["bh"] / 2, v["y"] + v["bh"] / 2
-    ox, oy = v["ox"], v["oy"]
-    checkable = ((np.minimum(x0, x0 + ox) >= 0) & (np.maximum(x1, x1 + ox) <= w)
-                 & (np.minimum(y0, y0 + oy) >= 0) & (np.maximum(y1, y1 + oy) <= h)
-                 & (ox * ox + oy * oy >= MIN_CHECKED ** 2))
-    # ... and that have another candidate to compare with (a property of the frame and direction)
-    other = np.where(fut, (future[:, 1:] > 0).any(1)[v["f"]], (past[:, 1:] > 0).any(1)[v["f"]])
-    sel = np.flatnonzero(checkable & other)
     if sel.size > PROBE:
         pick = sel[np.linspace(0, sel.size - 1, PROBE).astype(np.int64)]
-        cand = np.where(fut[pick, None], future[v["f"][pick]], past[v["f"][pick]])  # [PROBE, C]
-        if (_best_distance(frames, v, cand, pick) != dist[pick]).mean() <= PROBE_FARTHER:
+        if (_best_distance(frames, v, tables, pick) != dist[pick]).mean() <= PROBE_FARTHER:
             return dist  # (almost) no sign of farther references: the structural guess holds
-    fs = v["f"].take(sel)
-    cand = np.where(fut.take(sel)[:, None], future.take(fs, axis=0), past.take(fs, axis=0))  # [M, C]
-    dist[sel] = _best_distance(frames, v, cand, sel)
+    dist[sel] = _best_distance(frames, v, tables, sel)
     return dist
 
 
-def _best_distance(frames: np.ndarray, v: dict[str, np.ndarray], cand: np.ndarray,
+@numba.njit(cache=True, nogil=True)
+def _structural_loop(f, direction, x, y, bw, bh, ox, oy, past, future, alive, w, h, check,
+                     min_sq):  # pragma: no cover (compiled)
+    """Per vector the structural distance (column 0 of its direction's table; 0 where not
+    ``alive``) and the indices of the vectors to check (float32 arithmetic, as the columns)."""
+    n = f.size
+    dist = np.zeros(n, np.int64)
+    sel = np.empty(n, np.int64)
+    m = 0
+    half = np.float32(2)
+    for i in range(n):
+        if not alive[i]:
+            continue
+        table = future if direction[i] > 0 else past
+        dist[i] = table[f[i], 0]
+        if not check or ox[i] * ox[i] + oy[i] * oy[i] < min_sq:
+            continue
+        x0, x1 = x[i] - bw[i] / half, x[i] + bw[i] / half
+        y0, y1 = y[i] - bh[i] / half, y[i] + bh[i] / half
+        if (min(x0, x0 + ox[i]) < 0 or max(x1, x1 + ox[i]) > w
+                or min(y0, y0 + oy[i]) < 0 or max(y1, y1 + oy[i]) > h):
+            continue
+        for j in range(1, table.shape[1]):
+            if table[f[i], j] > 0:
+                sel[m] = i
+                m += 1
+                break
+    return dist, sel[:m]
+
+
+def _best_distance(frames: np.ndarray, v: dict[str, np.ndarray], tables: tuple[np.ndarray, np.ndarray],
                    sel: np.ndarray) -> np.ndarray:
-    """For vectors ``sel`` with candidate distances ``cand [M, C]``, the one whose frame matches best.
+    """For vectors ``sel``, the candidate distance whose frame matches best.
 
     ``frames``: ``[F, H, W]`` luma planes, or ``[F, H, W, 3]`` RGB whose green channel stands in
-    for luma. Cost: mean absolute difference on a 4x4 lattice of points inside the block
-    (integer-rounded, clamped to the frame) between this frame and the candidate frame at the
-    vector's offset. Column 0 of ``cand`` (the structural guess) is kept unless another
-    candidate costs ``TIE_MARGIN`` less and under ``CLEARLY_BETTER`` of it; among those, the
-    cheapest (the first on ties). Returns ``[M]`` distances."""
+    for luma. ``tables``: ``(past, future)`` ``[F, C]`` candidate distances (``_candidates``); a
+    vector's candidates are its frame's row of its direction's table. Cost: mean absolute
+    difference on a 4x4 lattice of points inside the block (integer-rounded, clamped to the
+    frame) between this frame and the candidate frame at the vector's offset. Column 0 (the
+    structural guess) is kept unless another candidate costs ``TIE_MARGIN`` less and under
+    ``CLEARLY_BETTER`` of it; among those, the cheapest (the first on ties). Returns ``[M]``
+    distances."""
     nf, h, w = frames.shape[:3]
     step, channel = (3, 1) if frames.ndim == 4 else (1, 0)  # green of RGB, or the luma plane
-    sel = np.asarray(sel, np.int64)
     return _best_distance_loop(
         np.ascontiguousarray(frames).reshape(-1), nf, h, w, step, channel,
-        v["f"].take(sel).astype(np.int64), v["dir"].take(sel).astype(np.int64),
-        *(v[k].take(sel).astype(np.float32) for k in ("x", "y", "bw", "bh", "ox", "oy")),
-        np.ascontiguousarray(cand, np.int64), np.float32(TIE_MARGIN), np.float32(CLEARLY_BETTER))
+        *(np.ascontiguousarray(v[k], dt) for k, dt in (("f", np.int64), ("dir", np.int64), ("x", np.float32),
+                                                        ("y", np.float32), ("bw", np.float32), ("bh", np.float32),
+                                                        ("ox", np.float32), ("oy", np.float32))),
+        np.asarray(sel, np.int64), *tables, np.float32(TIE_MARGIN), np.float32(CLEARLY_BETTER))
 
 
 @numba.njit(cache=True, nogil=True)
-def _best_distance_loop(flat, nf, h, w, step, channel, f, sign, x, y, bw, bh, ox, oy, cand, margin,
-                        better):  # pragma: no cover (compiled)
+def _best_distance_loop(flat, nf, h, w, step, channel, f, sign, x, y, bw, bh, ox, oy, sel, past, future,
+                        margin, better):  # pragma: no cover (compiled)
     lat = (np.arange(4).astype(np.float32) + np.float32(0.5)) / np.float32(4) - np.float32(0.5)
     # The lattice's 16 points are 4 columns x 4 rows, so a frame's points take 4 + 4 roundings
     # (offsets within a frame), not 16 + 16: the same points in 15% less time.
@@ -352,11 +415,14 @@ def _best_distance_loop(flat, nf, h, w, step, channel, f, sign, x, y, bw, bh, ox
     there = np.empty(16, np.int64)  # pixel offsets of the reference points within a frame
     cur = np.empty(16, np.int64)  # this block's pixels at the lattice points
     fsize = h * w * step
-    out = cand[:, 0].copy()
+    out = np.empty(sel.size, np.int64)
     # Vector by vector, all its candidates at once (measured 15% faster than candidate by
     # candidate over all vectors, which walks one reference frame at a time but keeps the
     # vectors' points in memory).
-    for m in range(f.size):
+    for k_out in range(sel.size):
+        m = sel[k_out]
+        cand = future[f[m]] if sign[m] > 0 else past[f[m]]  # this vector's candidate distances
+        out[k_out] = cand[0]
         for b in range(4):
             px = x[m] + lat[b] * bw[m]
             cx[b] = np.int64(min(max(np.rint(px), 0), w - 1)) * step
@@ -378,7 +444,7 @@ def _best_distance_loop(flat, nf, h, w, step, channel, f, sign, x, y, bw, bh, ox
                     cur[k] = flat[here + cy[a] + cx[b]]
                     there[k] = ry[a] + rx[b] + channel
                     k += 1
-        base = min(max(f[m] + sign[m] * cand[m, 0], 0), nf - 1) * fsize
+        base = min(max(f[m] + sign[m] * cand[0], 0), nf - 1) * fsize
         total = 0
         for k in range(16):
             total += abs(np.int64(flat[base + there[k]]) - cur[k])
@@ -386,10 +452,10 @@ def _best_distance_loop(flat, nf, h, w, step, channel, f, sign, x, y, bw, bh, ox
         if cost0 <= margin:  # no candidate can beat the guess by the margin
             continue
         best, best_j = cost0, 0
-        for j in range(1, cand.shape[1]):
-            if cand[m, j] == 0:
+        for j in range(1, cand.size):
+            if cand[j] == 0:
                 continue
-            base = min(max(f[m] + sign[m] * cand[m, j], 0), nf - 1) * fsize
+            base = min(max(f[m] + sign[m] * cand[j], 0), nf - 1) * fsize
             total = 0
             for k in range(4):
                 total += abs(np.int64(flat[base + there[k]]) - cur[k])
@@ -402,5 +468,5 @@ def _best_distance_loop(flat, nf, h, w, step, channel, f, sign, x, y, bw, bh, ox
             if c < best:  # the first of equal costs stays, as argmin picks it
                 best, best_j = c, j
         if best + margin < cost0 and best < better * cost0:
-            out[m] = cand[m, best_j]
+            out[k_out] = cand[best_j]
     return out

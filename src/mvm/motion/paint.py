@@ -20,8 +20,8 @@ from mvm.motion.field import grid_shape
 FILL_RADIUS = 4  # cells: an intra cell takes the mean of the covered cells this close
 
 
-def paint(v: dict[str, np.ndarray], disp: np.ndarray, nf: int, h: int, w: int,
-          block: int) -> tuple[np.ndarray, np.ndarray]:
+def paint(v: dict[str, np.ndarray], disp: np.ndarray, nf: int, h: int, w: int, block: int,
+          use: np.ndarray | None = None, origin: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
     """Area-weighted mean of the block vectors over each ``block``-pixel grid cell.
 
     Args:
@@ -29,6 +29,10 @@ def paint(v: dict[str, np.ndarray], disp: np.ndarray, nf: int, h: int, w: int,
             ``bw, bh`` (pixels, integer-valued), frame ``row`` (``0..nf-1``).
         disp: ``[N, 2]`` float32 displacement per vector.
         nf, h, w: frames and picture size of the grid (``Hm = ceil(h / block)``).
+        use: ``[N]`` bool, the vectors to paint (None: all); the others are passed over, so the
+            caller need not copy the columns to drop some.
+        origin: ``(x, y)`` pixel of the grid's top-left corner in the vectors' frame (a crop
+            region's cells painted as a picture of their own).
 
     Returns:
         flow ``[nf, Hm, Wm, 2]`` float32 and covered ``[nf, Hm, Wm]`` bool (cells a vector reached).
@@ -38,26 +42,37 @@ def paint(v: dict[str, np.ndarray], disp: np.ndarray, nf: int, h: int, w: int,
     cell holding one vector gets it exactly, one holding two their float32 mean.
     """
     hm, wm = grid_shape(h, w, block)
-    bw, bh = v["bw"].astype(np.int32), v["bh"].astype(np.int32)
-    left, top = v["x"].astype(np.int32) - (bw >> 1), v["y"].astype(np.int32) - (bh >> 1)
     flow = np.zeros((nf, hm, wm, 2), np.float32)
     area = np.zeros((nf, hm, wm), np.int32)
-    _paint_loop(v["row"].astype(np.int64), left, top, bw, bh, np.ascontiguousarray(disp, np.float32),
-                int(block), flow, area)
+    n = v["row"].size
+    _paint_loop(*(np.ascontiguousarray(v[k], dt) for k, dt in (("row", np.int64), ("x", np.float32), ("y", np.float32),
+                                                               ("bw", np.float32), ("bh", np.float32))),
+                np.ones(n, np.bool_) if use is None else np.ascontiguousarray(use, np.bool_),
+                int(origin[0]), int(origin[1]), np.ascontiguousarray(disp, np.float32), int(block), _shift(block), flow, area)
     return flow, area > 0
 
 
+def _shift(block: int) -> int:
+    """``log2(block)`` for a power of two (cells found by a shift), else -1 (by division)."""
+    return block.bit_length() - 1 if block & (block - 1) == 0 else -1
+
+
 @numba.njit(cache=True, nogil=True)
-def _paint_loop(row, left, top, bw, bh, disp, block, flow, area):  # pragma: no cover (compiled)
+def _paint_loop(row, x, y, bw, bh, use, ox0, oy0, disp, block, shift, flow, area):  # pragma: no cover (compiled)
     nf, hm, wm = area.shape
     for i in range(row.size):
+        if not use[i]:
+            continue
         r, d0, d1 = row[i], disp[i, 0], disp[i, 1]
-        x0, y0 = np.int64(left[i]), np.int64(top[i])
-        x1, y1 = x0 + bw[i], y0 + bh[i]
-        cy = max(y0, 0) // block
+        # the block's pixels (integers; int32 truncation as NumPy's astype), the grid at the origin
+        w_i, h_i = np.int64(np.int32(bw[i])), np.int64(np.int32(bh[i]))
+        x0 = np.int64(np.int32(x[i])) - ox0 - (w_i >> 1)
+        y0 = np.int64(np.int32(y[i])) - oy0 - (h_i >> 1)
+        x1, y1 = x0 + w_i, y0 + h_i
+        cy = max(y0, 0) >> shift if shift >= 0 else max(y0, 0) // block  # (a shift: 4x cheaper)
         while cy < hm and cy * block < y1:  # the cells the block overlaps, and by how many pixels
             oy = min(y1, (cy + 1) * block) - max(y0, cy * block)
-            cx = max(x0, 0) // block
+            cx = max(x0, 0) >> shift if shift >= 0 else max(x0, 0) // block
             while cx < wm and cx * block < x1:
                 a = oy * (min(x1, (cx + 1) * block) - max(x0, cx * block))
                 area[r, cy, cx] += a
