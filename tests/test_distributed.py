@@ -70,17 +70,120 @@ def test_ddp_and_fsdp_agree(synth, tmp_path):
             torch.testing.assert_close(weights[a][k], weights[b][k], rtol=1e-4, atol=1e-5, msg=f"{b} {k}")
 
 
-def test_finetune_ema_under_ddp_and_fsdp_agree(synth, tmp_path):
-    """Fine-tuning with an EMA of the weights: under FSDP2 the average follows the sharded weights
-    (gathered whole each step) and ends where DDP's does."""
-    emas = {}
+_EMA_FT = ("finetune.ema=true", "finetune.ema_decay=0.5", "train.steps=3", "train.ckpt_every=2", "train.eval_every=2",
+           "model.name=tiny")
+
+
+@pytest.fixture(scope="module")
+def ema_runs(synth, tmp_path_factory) -> Path:
+    """Fine-tuning with an EMA, 3 steps under ddp and under fsdp (``root/ddp``, ``root/fsdp``), with
+    validation and a checkpoint at step 2 (gathers of the sharded EMA mid-run, and a point to resume
+    from) and the final ones at step 3."""
+    root = tmp_path_factory.mktemp("ema_runs")
     for mode in ("ddp", "fsdp"):
-        res = _torchrun(synth, tmp_path / mode, mode, ("finetune.ema=true", "finetune.ema_decay=0.5", "train.steps=3",
-                                                       "model.name=tiny"), job="finetune", preset="ft-synthetic")
+        res = _torchrun(synth, root / mode, mode, _EMA_FT, job="finetune", preset="ft-synthetic")
         assert res.returncode == 0, res.stderr[-3000:]
-        emas[mode] = load_file(str(tmp_path / mode / "ckpt-0000003" / "ema.safetensors"))
+    return root
+
+
+def test_finetune_ema_under_ddp_and_fsdp_agree(ema_runs):
+    """Fine-tuning with an EMA of the weights: under FSDP2 the average follows the sharded weights
+    (each rank its shards, gathered whole at checkpoints and validation) and ends where DDP's does."""
+    emas = {mode: load_file(str(ema_runs / mode / "ckpt-0000003" / "ema.safetensors")) for mode in ("ddp", "fsdp")}
+    assert emas["ddp"].keys() == emas["fsdp"].keys()
     for k in emas["ddp"]:
         torch.testing.assert_close(emas["fsdp"][k], emas["ddp"][k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_fsdp_finetune_resumed_has_the_uninterrupted_ema(synth, ema_runs, tmp_path):
+    """Resuming the fsdp fine-tune from step 2 (its whole EMA re-sharded at the first update) ends
+    with the EMA and weights of the uninterrupted run."""
+    import shutil
+
+    out = tmp_path / "resumed"
+    shutil.copytree(ema_runs / "fsdp", out)
+    shutil.rmtree(out / "ckpt-0000003")
+    cmd, env = _torchrun_cmd(synth, out, "fsdp", *_EMA_FT, job="finetune", preset="ft-synthetic")
+    res = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for name in ("ema.safetensors", "model.safetensors"):
+        a = load_file(str(ema_runs / "fsdp" / "ckpt-0000003" / name))
+        b = load_file(str(out / "ckpt-0000003" / name))
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), (name, k)
+
+
+_SHARDED_EMA_SCRIPT = """
+import copy
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor.debug import CommDebugMode
+
+from mvm.train.ema import ModelEma
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+torch.manual_seed(0)
+# 5 rows split 3 + 2, 1 row split 1 + 0 (an empty shard); BatchNorm's buffers stay whole under FSDP2
+model = nn.Sequential(nn.Linear(4, 5), nn.Linear(5, 1), nn.BatchNorm1d(1))
+plain = copy.deepcopy(model)
+ema, ref = ModelEma(model, decay=0.5), ModelEma(plain, decay=0.5)
+fully_shard(model)
+for step, taken in enumerate((None, torch.tensor(True), torch.tensor(False), torch.tensor(True))):
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), plain.parameters()):
+            p.to_local().add_(step + 1.0)
+            q.add_(step + 1.0)
+        for m in (model, plain):
+            m[2].running_mean.add_(0.25)
+            m[2].num_batches_tracked += 1
+    with CommDebugMode() as comm:
+        ema.update(model, taken)
+    assert comm.get_total_counts() == 0, comm.get_comm_counts()
+    ref.update(plain, taken)
+params = sum(p.numel() for p in plain.parameters())
+buffers = sum(b.numel() * b.element_size() for b in plain.buffers())
+# float32 shards (rows of weight [5, 4], bias [5], weight [1, 5], bias [1], BatchNorm's weight and bias [1]):
+shard = [3 * 4 + 3 + 1 * 5 + 1 + 1 + 1, 2 * 4 + 2][rank]
+assert ema.sharded and ema.nbytes() == 4 * shard + buffers
+assert ema.nbytes() < 4 * params + buffers == ref.nbytes()
+with CommDebugMode() as comm:
+    ema.gather(keep=rank == 0)
+assert comm.get_total_counts() > 0  # the counter sees DTensor's all-gathers
+if rank == 0:
+    got, want = ema.state_dict()["weights"], ref.state_dict()["weights"]
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+else:
+    try:
+        ema.weights()
+        raise AssertionError("a rank that did not keep the gathered average has it")
+    except RuntimeError:
+        pass
+snapshot = ref.state_dict()
+ref.update(plain)
+ema.update(model)
+ema.load_state_dict(snapshot)  # every rank the same whole state: each keeps its shards of it
+ema.gather()
+assert all(torch.equal(ema.weights()[k], snapshot["weights"][k]) for k in snapshot["weights"])
+dist.destroy_process_group()
+"""
+
+
+def test_fsdp_ema_update_is_local_to_each_rank(tmp_path):
+    """Two ranks under FSDP2: each keeps only its shards of the average (uneven and empty shards
+    included), an update issues no collective, and gather() gives rank 0 the unsharded EMA's
+    numbers; a whole state loaded while sharded lands on each rank's shards."""
+    script = tmp_path / "sharded_ema.py"
+    script.write_text(_SHARDED_EMA_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--rdzv-backend=c10d",
+           "--rdzv-endpoint=127.0.0.1:0", str(script)]
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
 
 
 def _rank_pid(agent: int, rank: int) -> int | None:

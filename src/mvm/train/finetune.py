@@ -247,7 +247,9 @@ class FinetuneTask(Task):
             model.head.weight.mul_(ft.head_init_scale)
         self.mixup = Mixup(cfg.data.num_classes, ft.mixup, ft.cutmix, ft.mixup_prob, ft.mixup_switch_prob,
                            ft.label_smoothing)
-        if ft.ema:
+        # Once: under FSDP the loop builds the model again on rank 0 for validation (plain_model),
+        # which must not replace the average (sharded, and shared with the other ranks' gathers).
+        if ft.ema and self.ema is None:
             self.ema = ModelEma(model, ft.ema_decay)
             if self._ema_state is not None:
                 self.ema.load_state_dict(self._ema_state)
@@ -299,10 +301,11 @@ class FinetuneTask(Task):
 
     def after_step(self, model: nn.Module, step: int, taken: torch.Tensor) -> None:
         if self.ema is not None:
-            device = next(model.parameters()).device
-            if next(self.ema.module.parameters()).device != device:
-                self.ema.module.to(device)
-            self.ema.update(model, taken)
+            self.ema.update(model, taken)  # follows the model's device; under FSDP2 its shards, no collective
+
+    def gather_state(self, keep: bool) -> None:
+        if self.ema is not None:
+            self.ema.gather(keep)  # FSDP2: the sharded EMA made whole for evaluate / state_dict / extra_weights
 
     def evaluate(self, model: nn.Module, device: torch.device, step: int) -> dict[str, float]:
         if not self.cfg.data.val:
@@ -315,7 +318,7 @@ class FinetuneTask(Task):
         self.last_predictions = pred
         out = {"val_top1": m["top1"], "val_top5": m["top5"], "val_mean_class_acc": m["mean_class_acc"]}
         if self.ema is not None:
-            ema_pred = predict_source(self.ema.module.to(device), self.cfg, self.cfg.data.val, clips, crops, device)
+            ema_pred = predict_source(self.ema.module_on(device), self.cfg, self.cfg.data.val, clips, crops, device)
             out["val_top1_ema"] = classification_metrics(ema_pred["probs"], ema_pred["labels"])["top1"]
         return out
 

@@ -85,6 +85,13 @@ class Task:
         False where the non-finite guard skipped the step; use it on the device (``torch.where``,
         a weight) rather than reading it, which would make every step wait for the device."""
 
+    def gather_state(self, keep: bool) -> None:
+        """On every rank where the loop gathers the model's whole weights: before validation and
+        before a checkpoint. A task that keeps state sharded under FSDP2 (the fine-tuning EMA)
+        gathers it whole here, for :meth:`evaluate`, :meth:`state_dict` and :meth:`extra_weights`,
+        which run on rank 0 only: a gather is a collective, so called there alone it would hang.
+        ``keep``: True on rank 0; the other ranks take part and drop the result."""
+
     def evaluate(self, model: nn.Module, device: torch.device, step: int) -> dict[str, float]:
         """Validation on rank 0 with a plain model in eval mode; logged with the step."""
         return {}
@@ -159,7 +166,10 @@ class _Run:
             model_sd, _ = dist.full_state(self.model, self.optimizer)
             if not self.info.is_main:
                 return None
-            plain = self.task.build_model().to(self.device)
+            # Building draws initial weights from the RNG, on rank 0 alone: without the fork its RNG
+            # would leave the other ranks' (drop path), and a resume (rank 0's RNG state) would differ.
+            with torch.random.fork_rng(devices=[]):
+                plain = self.task.build_model().to(self.device)
             plain.load_state_dict(model_sd)
             return plain
         return dist.unwrap(self.model) if self.info.is_main else None
@@ -167,6 +177,7 @@ class _Run:
     def checkpoint(self, step: int) -> tuple[Path | None, dict[str, torch.Tensor]]:
         self.guard.settle()  # the skipped-step count is saved; a run over the limit stops here
         model_sd, optim_sd = dist.full_state(self.model, self.optimizer)  # collective under FSDP
+        self.task.gather_state(keep=self.info.is_main)  # collective too: rank 0's state_dict / extra_weights read it
         path = None
         if self.info.is_main:
             state = {"optimizer": optim_sd, "torch_rng": torch.get_rng_state(),
@@ -182,6 +193,7 @@ class _Run:
     def evaluate(self, step: int, metrics: MetricLogger | None) -> dict[str, float]:
         """Validate, log, and keep ``best/`` when the task's best metric improved."""
         plain = self.plain_model()
+        self.task.gather_state(keep=self.info.is_main)  # every rank: rank 0's evaluate and best/ use it
         result: dict[str, float] = {}
         if plain is not None:
             was_training = plain.training
