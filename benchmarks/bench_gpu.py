@@ -6,6 +6,7 @@ and (``--loader``) end to end with mvm's own loader. Prints JSON (partial rows o
     python benchmarks/bench_gpu.py --models base --no-compile --batch 64
     python benchmarks/bench_gpu.py --loader --workers 8 14   # + end to end (needs PyAV; synthetic 256 px set unless --data)
     python benchmarks/bench_gpu.py --quick --loop --workers 14 --data .footage --loader-steps 30  # + mvm pretrain's loop
+    python benchmarks/bench_gpu.py --quick --profile     # + where each step's device time goes (kernels by category)
 
 A step: bf16 autocast forward on a 90% tube mask (every masked token decoded), norm-pix target,
 masked MSE, backward, fused AdamW. The model-only part needs no PyAV: the clip and masks are made
@@ -82,7 +83,7 @@ def make_step(model: torch.nn.Module, opt: torch.optim.Optimizer, tubelet: int, 
     std = torch.tensor(STD)
 
     def step(video: torch.Tensor, vis: torch.Tensor, dec: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(video.device.type, dtype=torch.bfloat16):
             pred = model(video, vis, dec)
         target = norm_pix_target(video, tubelet, patch, mean.to(video.device), std.to(video.device))
         loss = masked_mse(pred.float(), target, dec)
@@ -94,23 +95,90 @@ def make_step(model: torch.nn.Module, opt: torch.optim.Optimizer, tubelet: int, 
     return step
 
 
+def setup(name: str, batch: int, compile_: bool, frames: int, size: int, device: torch.device):
+    """Model, its (compiled) runner, fused AdamW, the step, a random clip batch and its tube mask."""
+    from mvm.train.compile import maybe_compile
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    model = build_mae(name).to(device)
+    runner = maybe_compile(model, compile_, device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    step = make_step(runner, opt, 2, 16)
+    video = torch.randn(batch, 3, frames, size, size, device=device)
+    vis, dec = tube_indices(batch, (frames // 2, size // 16, size // 16), 0.9, device, gen)
+    return model, runner, opt, step, video, vis, dec
+
+
+#: kernel (GPU) or op (CPU) name fragments -> category, first match wins
+CATEGORIES = (
+    ("attention", ("flash", "fmha", "attention", "sdpa", "softmax")),
+    ("matmul", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "::mm", "::bmm", "::addmm", "::baddbmm", "matmul")),
+    ("layer_norm", ("layer_norm", "layernorm")),
+    ("optimizer", ("adam",)),
+    ("copy_cast", ("copy", "cast", "memcpy", "memset")),
+)
+
+
+def category(kernel: str) -> str:
+    low = kernel.lower()
+    return next((c for c, keys in CATEGORIES if any(k in low for k in keys)), "other")
+
+
+def profile_steps(name: str, batch: int, compile_: bool, frames: int, size: int, device: torch.device,
+                  steps: int = 3, warmup: int = 3, top: int = 20) -> dict[str, Any]:
+    """Where a step's device time goes (``torch.profiler``): per step, the wall time, the time the
+    device was busy with kernels (on CUDA; the ops' own CPU time on CPU), that time by category
+    (matmul, attention, layer norm, optimizer, copies and casts, other) and the ``top`` kernels.
+    A busy share well under 1 means the GPU waits for the host (launches, Python): what CUDA graphs
+    or ``torch.compile`` remove; a small matmul share means the rest of the step is what to fuse."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    model, runner, opt, step, video, vis, dec = setup(name, batch, compile_, frames, size, device)
+    for _ in range(warmup):
+        step(video, vis, dec)
+    sync()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    t0 = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step(video, vis, dec)
+        sync()
+    wall = (time.perf_counter() - t0) / steps
+    kernels: dict[str, float] = {}
+    for e in prof.key_averages():
+        if cuda:  # kernels are the entries that ran on the device; their self time is the kernel's
+            if "cuda" not in str(getattr(e, "device_type", "")).lower():
+                continue
+            t = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0)
+        else:  # the ops' own time (children excluded), so nothing is counted twice
+            t = e.self_cpu_time_total
+        if t > 0:
+            kernels[e.key] = kernels.get(e.key, 0.0) + t / 1e3 / steps  # us -> ms per step
+    busy = sum(kernels.values())
+    by_cat: dict[str, float] = {}
+    for k, t in kernels.items():
+        by_cat[category(k)] = by_cat.get(category(k), 0.0) + t
+    ranked = sorted(kernels.items(), key=lambda kv: -kv[1])[:top]
+    del model, runner, opt
+    return {"model": name, "batch": batch, "compile": compile_, "steps_profiled": steps, "wall_ms": wall * 1e3,
+            "device_busy_ms": busy, "busy_share": busy / (wall * 1e3) if wall else None,
+            "by_category_ms": {k: round(v, 3) for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])},
+            "by_category_share": {k: round(v / busy, 4) for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])},
+            "top": [{"name": k[:160], "ms": round(t, 3), "share": round(t / busy, 4), "category": category(k)}
+                    for k, t in ranked]}
+
+
 def model_only(name: str, batch: int, compile_: bool, steps: int, warmup: int, frames: int, size: int,
                peak: float, device: torch.device) -> dict[str, Any]:
     """clips/s, MFU and peak memory of one configuration (halving the batch on OOM)."""
-    from mvm.train.compile import maybe_compile
-
     while True:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         try:
-            torch.manual_seed(0)
-            gen = torch.Generator().manual_seed(0)
-            model = build_mae(name).to(device)
-            runner = maybe_compile(model, compile_, device)
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-            step = make_step(runner, opt, 2, 16)
-            video = torch.randn(batch, 3, frames, size, size, device=device)
-            vis, dec = tube_indices(batch, (frames // 2, size // 16, size // 16), 0.9, device, gen)
+            model, runner, opt, step, video, vis, dec = setup(name, batch, compile_, frames, size, device)
             torch.cuda.synchronize()
             t0 = time.perf_counter()
             for _ in range(warmup):
@@ -278,6 +346,8 @@ def main() -> None:
                    help="also end to end through mvm pretrain's own loop (run_pretrain; needs PyAV)")
     p.add_argument("--loop-compile", action="store_true", help="train.compile=true for --loop")
     p.add_argument("--loop-log-every", type=int, default=5, help="train.log_every for --loop")
+    p.add_argument("--profile", action="store_true",
+                   help="also where the device time of a step goes (torch.profiler), per model, eager and compiled")
     args = p.parse_args()
     if not torch.cuda.is_available():
         print(json.dumps({"error": "no CUDA device"}))
@@ -301,6 +371,13 @@ def main() -> None:
                 row = {"model": name, "compile": compile_, "error": f"{type(exc).__name__}: {exc}"[:400]}
             result["model_only"].append(row)
             emit(row)
+            if args.profile and "error" not in row:
+                try:
+                    prof = profile_steps(name, row["batch"], compile_, args.frames, args.size, device)
+                except Exception as exc:  # noqa: BLE001
+                    prof = {"model": name, "compile": compile_, "error": f"{type(exc).__name__}: {exc}"[:400]}
+                result.setdefault("profile", []).append(prof)
+                emit(prof)
     if args.loader or args.loop:
         try:
             import av  # noqa: F401
