@@ -359,9 +359,15 @@ def field_only(args: argparse.Namespace) -> dict:
             window, clips = ds._decode(ds.entries[i % len(paths)], rngs)
             h, w = window.frames.shape[1:3]
             items.append((window, clips, [ds.transform.crop_box(h, w, copy.deepcopy(g)) for g in rngs]))
-        for fn in (motion_for_clips, prev_motion):  # compiled loops loaded (or compiled) before timing
+        # Compiled loops loaded, or compiled, before timing: --prev's copy lives in a fresh folder,
+        # so numba compiles its loops anew in each run, once per argument layout (a repeat-4 region
+        # passes other array layouts than a repeat-1 one): untimed, on every repeat count.
+        for r in args.repeats:
             window, clips, boxes = items[0]
-            fn(window, clips[:1], "codec", "", region=(boxes[0][0], boxes[0][0] + boxes[0][2], boxes[0][1], boxes[0][1] + boxes[0][3]))
+            b = boxes[:r]
+            region = (min(x[0] for x in b), max(x[0] + x[2] for x in b), min(x[1] for x in b), max(x[1] + x[3] for x in b))
+            for fn in (motion_for_clips, prev_motion):
+                fn(window, clips[:r], "codec", "", region=region)
         for r in args.repeats:
             cpu = {"now": 0.0, "prev": 0.0}
             diff = 0.0
