@@ -86,3 +86,28 @@ def test_an_output_that_is_its_own_input_is_refused(src, capsys):
     assert main(["prepare", str(lst), str(src), "--list-name", "new.txt"]) == 2
     assert "long.mp4 would replace its own input video" in capsys.readouterr().err
     assert _tree(src) == before
+
+
+def test_bframes_layout_lets_a_strided_clip_skip_the_frames_it_does_not_show(src, tmp_path, monkeypatch):
+    import mvm.data.video_io as video_io
+
+    lst = src / "one.txt"
+    lst.write_text("long.mp4 0\n")
+    outs = {n: tmp_path / f"b{n}" for n in (0, 3)}
+    for n, out in outs.items():
+        assert main(["prepare", str(lst), str(out), "--gop", "16", "--bframes", str(n)]) == 0
+    types = "".join(decode_video(outs[3] / "long.mp4").pict_types)
+    assert types.startswith("IBBBPBBBPBBBP") and "".join(decode_video(outs[0] / "long.mp4").pict_types).count("B") == 0
+    decoded = []  # frames the decoder put out for one item (skipped non-reference frames never come out)
+    real = video_io._decoded
+    monkeypatch.setattr(video_io, "_decoded", lambda *a, **k: (decoded.append(f) or f for f in real(*a, **k)))
+    grid = TokenGrid.from_clip(4, 32, 2, 16)
+    cfg = DataConfig(frames=4, stride=4, size=32, motion="none", workers=0, cache_mb=0)
+    counts = {}
+    for n, out in outs.items():
+        decoded.clear()
+        item = VideoDataset(str(out / "one.txt"), grid, cfg, train=False)[0]
+        assert item["failed"] == [] and item["video"].shape == (3, 4, 32, 32)
+        counts[n] = len(decoded)
+    assert counts[3] < counts[0], counts  # the unshown B-frames were skipped, not decoded
+    assert main(["prepare", str(lst), str(tmp_path / "bad"), "--bframes", "16"]) == 2

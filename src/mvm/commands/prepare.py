@@ -1,7 +1,11 @@
 """``mvm prepare LIST_OR_FOLDER OUT_DIR``: transcode a dataset to motion-friendly H.264.
 
 Motion-friendly: one reference frame and no B-frames (every vector then spans exactly one
-frame, so codec motion needs no reference guessing), a fixed GOP, constant quality. The new list
+frame, so codec motion needs no reference guessing), a fixed GOP, constant quality. With
+``--bframes N``: N non-reference B-frames between P-frames instead, which a clip sampled at stride
+N + 1 never needs unless it shows them, so items cost 16-22% less when training without codec
+motion (docs/benchmarks.md, "Stream layouts"); codec motion then needs
+``data.motion_frames=references`` to profit, at a cost in motion accuracy. The new list
 keeps each video's label (one ``path label`` line per entry, relative to the list's folder, so
 pretraining reads it back as written); unreadable files are skipped and reported. Sources are
 read by ``mvm.data.formats`` like everywhere else; entries with a frame span become clips of it.
@@ -24,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out_dir", help="output folder: transcoded videos and the new list")
     p.add_argument("--gop", type=int, default=16, help="keyframe interval in frames (default 16)")
     p.add_argument("--crf", type=int, default=23, help="x264 constant quality, lower is better (default 23)")
+    p.add_argument("--bframes", type=int, default=0,
+                   help="non-reference B-frames between P-frames (default 0: motion-friendly). 3 for training "
+                        "without codec motion at stride 4: a clip's decode skips the B-frames it does not show")
     p.add_argument("--list-name", default=None, help="name of the new list (default: the input list's name, "
                    "with .txt for other formats, or list.txt for a folder)")
     p.add_argument("--workers", type=int, default=1, help="parallel transcoding processes")
@@ -71,8 +78,8 @@ def output_names(entries: list, root: Path) -> list[Path]:
     return [names[(e.path, e.start, e.end)] for e in entries]
 
 
-def transcode(src: Path, dst: Path, gop: int, crf: int, start: int | None = None, end: int | None = None
-              ) -> str | None:
+def transcode(src: Path, dst: Path, gop: int, crf: int, start: int | None = None, end: int | None = None,
+              bframes: int = 0) -> str | None:
     """Transcode one video (frames ``[start, end)`` of it when given); returns None, or the reason
     it was skipped."""
     import numpy as np
@@ -93,7 +100,7 @@ def transcode(src: Path, dst: Path, gop: int, crf: int, start: int | None = None
     tmp = dst.with_name(dst.name + ".part.mp4")
     try:
         encode_video(tmp, np.ascontiguousarray(frames[:, :h, :w]), fps=fps, codec="libx264", gop=gop,
-                     bframes=0, refs=1, crf=crf)
+                     bframes=bframes, refs=1, crf=crf, fixed_bframes=True)
     except Exception as e:  # noqa: BLE001 - any encoder failure skips this one file
         tmp.unlink(missing_ok=True)
         return f"encode_error ({type(e).__name__}: {e})"
@@ -129,8 +136,8 @@ def run(args: argparse.Namespace) -> int:
     from mvm.data.formats import DataSourceError, open_source
 
     source, out_dir = Path(args.source), Path(args.out_dir)
-    if args.gop < 1 or not 0 <= args.crf <= 51:
-        print("mvm prepare: --gop must be >= 1 and --crf in [0, 51]", file=sys.stderr)
+    if args.gop < 1 or not 0 <= args.crf <= 51 or not 0 <= args.bframes <= 15:
+        print("mvm prepare: --gop must be >= 1, --crf in [0, 51] and --bframes in [0, 15]", file=sys.stderr)
         return 2
     try:
         src = open_source(source, args.format, args.root, split=args.split, subset=args.subset)
@@ -147,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     names = output_names(src.entries, root)
     jobs: dict[Path, tuple] = {}
     for e, name in zip(src.entries, names):
-        jobs.setdefault(name, (Path(e.path), out_dir / name, args.gop, args.crf, e.start, e.end))
+        jobs.setdefault(name, (Path(e.path), out_dir / name, args.gop, args.crf, e.start, e.end, args.bframes))
     problem = _out_dir_problem(source, out_dir, jobs.values())
     if problem:
         print(f"mvm prepare: {problem}", file=sys.stderr)
@@ -175,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
               f"(e.g. {skipped[0][0]}: {skipped[0][1]}); no list written", file=sys.stderr)
         return 1
     out_list.write_text("".join(line + "\n" for line in lines))
-    print(f"transcoded {done} of {len(jobs)} videos to {out_dir} (H.264, ref=1, no B-frames, "
+    layout = f"{args.bframes} non-reference B-frames between P-frames" if args.bframes else "no B-frames"
+    print(f"transcoded {done} of {len(jobs)} videos to {out_dir} (H.264, ref=1, {layout}, "
           f"gop {args.gop}, crf {args.crf}); list: {out_list}")
     return 0

@@ -630,12 +630,15 @@ def encode_video(
     bframes: int = 0,
     refs: int = 1,
     crf: int = 23,
+    fixed_bframes: bool = False,
 ) -> None:
     """Write ``[T, H, W, 3]`` uint8 frames as a video file.
 
     For libx264 the GOP length, B-frames and reference frames are set through ``x264-params``
     (the plain ``bframes`` option is ignored by PyAV's libx264 wrapper). Other codecs
-    (``libvpx-vp9``, ``mjpeg``, ``mpeg4``) take their defaults.
+    (``libvpx-vp9``, ``mjpeg``, ``mpeg4``) take their defaults. ``fixed_bframes``: exactly
+    ``bframes`` B-frames between P-frames (``b-adapt=0``), none of them a reference
+    (``b-pyramid=none``), so a decode can skip every B-frame it does not show.
     """
     frames = np.asarray(frames, dtype=np.uint8)
     t, h, w, _ = frames.shape
@@ -647,7 +650,8 @@ def encode_video(
             stream.options = {
                 "crf": str(crf),
                 "preset": "veryfast",
-                "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}:ref={refs}",
+                "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}:ref={refs}"
+                               + (":b-adapt=0:b-pyramid=none" if fixed_bframes and bframes else ""),
             }
         elif codec == "mjpeg":
             stream.pix_fmt = "yuvj420p"
