@@ -154,6 +154,9 @@ assert ema.nbytes() < 4 * params + buffers == ref.nbytes()
 with CommDebugMode() as comm:
     ema.gather(keep=rank == 0)
 assert comm.get_total_counts() > 0  # the counter sees DTensor's all-gathers
+with CommDebugMode() as comm:
+    ema.gather(keep=rank == 0)  # a checkpoint and a validation at the same step: no second gather
+assert comm.get_total_counts() == 0, comm.get_comm_counts()
 if rank == 0:
     got, want = ema.state_dict()["weights"], ref.state_dict()["weights"]
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)

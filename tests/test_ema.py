@@ -97,6 +97,9 @@ def test_ema_under_fsdp2_in_one_process_is_local_and_gathers(tmp_path):
         with pytest.raises(RuntimeError, match="gather"):
             ema.state_dict()
         ema.gather()
+        first = ema.module
+        ema.gather()  # a checkpoint and a validation at the same step: gathered once
+        assert ema.module is first
         got, want = ema.state_dict()["weights"], ref.state_dict()["weights"]
         assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
         assert not any(p.requires_grad for p in ema.module.parameters())

@@ -93,6 +93,8 @@ class ModelEma:
         self._locals: dict[str, torch.Tensor] = {}
         #: FSDP2: the whole average on CPU made by :meth:`gather`, until the next update.
         self._gathered: nn.Module | None = None
+        #: FSDP2: gathered since the last update or load (the same on every rank)
+        self._fresh = False
 
     @property
     def sharded(self) -> bool:
@@ -126,7 +128,7 @@ class ModelEma:
             first = next(self._module.parameters(), None)
             if device is not None and first is not None and first.device != device:
                 self._module.to(device)
-        self._gathered = None  # stale from here on; dropping it frees the whole copy
+        self._gathered, self._fresh = None, False  # stale from here on; dropping it frees the whole copy
         own = self._module.state_dict()
         weight = None if taken is None else (1 - self.decay) * taken.float()
         for name, value in values.items():
@@ -167,10 +169,13 @@ class ModelEma:
         """Make the whole average for :attr:`module`, :meth:`state_dict` and :meth:`weights` (on
         CPU, until the next update). Under FSDP2 one all-gather per sharded weight, so every rank
         must call it at the same point; ranks with ``keep=False`` take part and drop the result.
-        Does nothing when the average is not sharded."""
-        if not self._shards:
+        Does nothing when the average is not sharded, or when it was gathered after the last
+        update or load (a checkpoint and a validation at the same step): every rank sees the same
+        calls, so every rank skips alike and no collective is left waiting."""
+        if not self._shards or (self._fresh and (not keep or self._gathered is not None)):
             return
         whole = {name: shard.full_tensor().cpu() for name, shard in self._shards.items()}  # collective
+        self._fresh = True
         if not keep:
             return
         gathered = copy.deepcopy(self._module)  # copies the small unsharded rest; the placeholders are meta
@@ -200,7 +205,7 @@ class ModelEma:
                     self._locals[name].copy_(_local_part(whole, self._shards[name]))
                 else:
                     own[name].copy_(whole)
-            self._gathered = None
+            self._gathered, self._fresh = None, False
         self.decay = float(state.get("decay", self.decay))
         self.updates = int(state.get("updates", 0))
 
