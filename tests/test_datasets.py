@@ -313,6 +313,21 @@ def test_repeat_mode_frames_shares_one_clip_and_clips_draws_own_starts(videos):
     assert len({int(c[0]) for c in clips}) > 1  # each repeat its own start
 
 
+def test_repeats_of_one_clip_gather_its_frames_once(videos, monkeypatch):
+    from mvm.data.video_io import DecodedVideo
+
+    gathers = []
+    real = DecodedVideo.pixels
+    monkeypatch.setattr(DecodedVideo, "pixels", lambda self, idx: gathers.append(len(idx)) or real(self, idx))
+    entries = [(str(videos / f"v{i}.mp4"), i) for i in range(2)]
+    item = VideoDataset(entries, GRID, _cfg(repeat=4, repeat_mode="frames"), train=True, seed=2)[1]
+    assert len(gathers) == 1 and item["video"].shape[0] == 4  # one gather, four crops
+    assert len({tuple(v.flatten()[:64].tolist()) for v in item["video"]}) > 1  # the crops still differ
+    gathers.clear()
+    VideoDataset(entries, GRID, _cfg(repeat=4, repeat_mode="clips"), train=True, seed=2)[1]
+    assert len(gathers) == 4  # own starts: a gather each
+
+
 def test_motion_frames_references_skips_unshown_b_frames_and_keeps_the_clip(tmp_path):
     y, x = np.mgrid[0:48, 0:64]
     frames = np.stack([np.stack([(x * 5 + y * 3 + 2 * t) % 256, (x * 2 - 3 * t) % 256, (y * 7 + t) % 256], -1)

@@ -159,10 +159,16 @@ class VideoDataset(torch.utils.data.Dataset):
                       min(p[1] for p in params), max(p[1] + p[3] for p in params))
             fields = _clips_motion(window, clips, self.motion_source, entry.path, region)
         # Repeats are written straight into their rows of one [R, 3, T, S, S] tensor (no stack copy).
+        # Repeats that show the same frames (data.repeat_mode="frames") gather them once: a clip's
+        # 16 frames at 340 px are 3.3 MB, about 0.9 ms a gather, 2.8 ms of a repeat-4 item.
         s = self.transform.size
         videos = torch.empty(len(clips), 3, len(clips[0]), s, s)
+        gathered: dict[bytes, np.ndarray] = {}
         for k, (idx, crop) in enumerate(zip(clips, params)):
-            self.transform(window.pixels(idx), None, None, out=videos[k], params=crop)
+            key = np.asarray(idx, np.int64).tobytes()
+            if key not in gathered:
+                gathered[key] = window.pixels(idx)
+            self.transform(gathered[key], None, None, out=videos[k], params=crop)
         if not self.with_motion:
             tokens = torch.zeros(len(clips), *self.grid.shape, 2)
         else:  # after the pixels: the repeats' motion one after the other (their shared field stays
