@@ -216,15 +216,39 @@ def _drop_unused_partitions(v: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 @numba.njit(cache=True, nogil=True)
 def _unused_partitions_loop(f, x, y, bw, bh, ox, oy):  # pragma: no cover (compiled)
     """``[n]`` bool: False for a zero vector whose block (frame, centre, size) has another,
-    non-zero vector. Blocks are found in a hash table of their packed key. The columns come
-    frame by frame, and a block's vectors share its frame, so each frame's run of vectors gets a
-    table of its own, sized for the largest run: a few KB that stay in cache, where one table
-    for an x264 item's 37,000 vectors (1 MB) missed it on most probes (0.8 -> 0.3 ms). Columns
-    not sorted by frame are one run."""
+    non-zero vector. Blocks are found in a hash table of their packed key, one pass (0.6 ms for
+    an x264 item's 37,000 vectors; the stable sort of the keys it replaces took 1.1-1.2 ms)."""
     n = f.size
-    keep = np.ones(n, np.bool_)
-    if n == 0:
-        return keep
+    bits = 1
+    while (1 << bits) < 2 * n:
+        bits += 1
+    mask = (1 << bits) - 1
+    slots = np.full(1 << bits, -1, np.int64)  # hash slot -> block number
+    keys = np.empty(n, np.int64)  # block number -> key
+    count = np.zeros(n, np.int64)  # vectors per block
+    moving = np.zeros(n, np.bool_)  # any non-zero vector in the block
+    block = np.empty(n, np.int64)  # each vector's block number
+    blocks = 0
+    for i in range(n):
+        key = (((f[i] * 65536 + np.int64(y[i])) * 65536 + np.int64(x[i])) * 64
+               + np.int64(bw[i]) // 4 * 8 + np.int64(bh[i]) // 4)
+        slot = np.int64((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits)) & mask
+        while slots[slot] >= 0 and keys[slots[slot]] != key:  # linear probing
+            slot = (slot + 1) & mask
+        if slots[slot] < 0:
+            slots[slot] = blocks
+            keys[blocks] = key
+            blocks += 1
+        b = slots[slot]
+        block[i] = b
+        count[b] += 1
+        if ox[i] != 0 or oy[i] != 0:
+            moving[b] = True
+    keep = np.empty(n, np.bool_)
+    for i in range(n):
+        b = block[i]
+        keep[i] = not (ox[i] == 0 and oy[i] == 0 and count[b] > 1 and moving[b])
+    return keep
     grouped = True
     for i in range(1, n):
         if f[i] < f[i - 1]:
