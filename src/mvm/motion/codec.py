@@ -249,58 +249,6 @@ def _unused_partitions_loop(f, x, y, bw, bh, ox, oy):  # pragma: no cover (compi
         b = block[i]
         keep[i] = not (ox[i] == 0 and oy[i] == 0 and count[b] > 1 and moving[b])
     return keep
-    grouped = True
-    for i in range(1, n):
-        if f[i] < f[i - 1]:
-            grouped = False
-            break
-    longest, run = 1, 1
-    for i in range(1, n):
-        run = run + 1 if grouped and f[i] == f[i - 1] else 1
-        longest = max(longest, run)
-    if not grouped:
-        longest = n
-    bits = 1
-    while (1 << bits) < 2 * longest:
-        bits += 1
-    mask = (1 << bits) - 1
-    slots = np.full(1 << bits, -1, np.int64)  # hash slot -> block number (within the run)
-    keys = np.empty(longest, np.int64)  # block number -> key
-    where = np.empty(longest, np.int64)  # block number -> its slot
-    count = np.zeros(longest, np.int64)  # vectors per block
-    moving = np.zeros(longest, np.bool_)  # any non-zero vector in the block
-    block = np.empty(longest, np.int64)  # each vector of the run: its block number
-    lo = 0
-    while lo < n:
-        hi = lo + 1
-        while hi < n and (not grouped or f[hi] == f[lo]):
-            hi += 1
-        blocks = 0
-        for i in range(lo, hi):
-            key = (((f[i] * 65536 + np.int64(y[i])) * 65536 + np.int64(x[i])) * 64
-                   + np.int64(bw[i]) // 4 * 8 + np.int64(bh[i]) // 4)
-            slot = np.int64((np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits)) & mask
-            while slots[slot] >= 0 and keys[slots[slot]] != key:  # linear probing
-                slot = (slot + 1) & mask
-            if slots[slot] < 0:
-                slots[slot] = blocks
-                where[blocks] = slot
-                keys[blocks] = key
-                count[blocks] = 0
-                moving[blocks] = False
-                blocks += 1
-            b = slots[slot]
-            block[i - lo] = b
-            count[b] += 1
-            if ox[i] != 0 or oy[i] != 0:
-                moving[b] = True
-        for i in range(lo, hi):
-            b = block[i - lo]
-            keep[i] = not (ox[i] == 0 and oy[i] == 0 and count[b] > 1 and moving[b])
-        for b in range(blocks):  # empty the run's slots for the next run (cheaper than a refill)
-            slots[where[b]] = -1
-        lo = hi
-    return keep
 
 
 @numba.njit(cache=True, nogil=True)
