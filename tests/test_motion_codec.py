@@ -232,8 +232,9 @@ def naive_frames(decoded, block: int) -> tuple[np.ndarray, np.ndarray]:
     h, w = decoded.frames.shape[1:3]
     n = decoded.num_frames
     v = codec_mod._columns(decoded.motion_vectors, np.arange(n))
-    if (v["dir"] > 0).any():
-        v = codec_mod._drop_unused_partitions(v)
+    keep = codec_mod._used_partitions(v)
+    if keep is not None:
+        v = {k: a[keep] for k, a in v.items()}
     pixels = decoded.luma if decoded.luma is not None else decoded.frames
     dist = codec_mod._reference_distance(pixels, decoded.pict_types, v, True)
     hm, wm = -(-h // block), -(-w // block)
@@ -377,13 +378,15 @@ def test_unused_partitions_are_dropped_as_defined():
     for members in blocks.values():  # a zero vector goes when its block also has a non-zero one
         if len(members) > 1 and any(moving[j] for j in members):
             keep[[j for j in members if not moving[j]]] = False
-    got = codec_mod._drop_unused_partitions(v)
+    used = codec_mod._used_partitions(v)
+    got = {k: a[used] for k, a in v.items()}
     assert 0 < keep.sum() < n
     for k in v:
         np.testing.assert_array_equal(got[k], v[k][keep])
     # columns frame by frame, as decoding gives them: a table per frame's run, the same answer
     order = np.argsort(v["f"], kind="stable")
-    got = codec_mod._drop_unused_partitions({k: a[order] for k, a in v.items()})
+    ordered = {k: a[order] for k, a in v.items()}
+    got = {k: a[codec_mod._used_partitions(ordered)] for k, a in ordered.items()}
     for k in v:
         np.testing.assert_array_equal(got[k], v[k][order][keep[order]])
 

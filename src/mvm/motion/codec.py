@@ -123,8 +123,7 @@ def painted_frames(decoded: DecodedVideo, frames: np.ndarray, block: int = 4, ch
         return nothing()
     # Vectors that go (B placeholders, references outside the decoded frames) are marked, not cut
     # out of the columns: one mask instead of copying nine columns twice (about 1 ms an x264 item).
-    alive = _unused_partitions_loop(*(v[k] for k in ("f", "x", "y", "bw", "bh", "ox", "oy"))) \
-        if (v["dir"] > 0).any() else None
+    alive = _used_partitions(v)
     # One reference frame and no B-frames (mvm prepare's streams): the structural guess is the
     # only possible reference, so no pixel is read (and none need be decoded to RGB).
     check = check_refs and not decoded.single_reference
@@ -201,16 +200,18 @@ def _columns_loop(mv, row, frames, y0, y1, x0, x1, f, rows, direction, x, y, bw,
     return n
 
 
-def _drop_unused_partitions(v: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Drop the zero vector of a block exported for both directions when the other is non-zero.
+def _used_partitions(v: dict[str, np.ndarray]) -> np.ndarray | None:
+    """``[n]`` bool, False for the zero vector of a block exported for both directions when the
+    other is non-zero; None when no vector looks ahead (no B-frames: nothing to drop).
 
     FFmpeg exports every partition of a B macroblock for each list the macroblock uses, so a
     partition predicted from one direction only also appears, with a zero vector, for the other.
     A block truly predicted from both sides by moving content has two non-zero vectors; a static
     one has two zeros. Averaging the placeholder zero in would halve the motion.
     """
-    keep = _unused_partitions_loop(v["f"], v["x"], v["y"], v["bw"], v["bh"], v["ox"], v["oy"])
-    return v if keep.all() else {k: a[keep] for k, a in v.items()}
+    if not (v["dir"] > 0).any():
+        return None
+    return _unused_partitions_loop(v["f"], v["x"], v["y"], v["bw"], v["bh"], v["ox"], v["oy"])
 
 
 @numba.njit(cache=True, nogil=True)
