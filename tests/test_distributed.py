@@ -53,6 +53,27 @@ def _torchrun(synth: Path, out: Path, mode: str, extra: tuple[str, ...] = (), **
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
+
+def test_a_torchrun_rank_ends_after_flushing_without_the_interpreter_teardown(synth):
+    """A process torchrun started ends in ``mvm.cli`` once its command returns (the teardown could
+    abort it in gloo: docs in ``mvm.cli._end_rank``), with its exit code and all of its output;
+    without torchrun the command returns to its caller as always."""
+    script = ("import atexit, sys\n"
+              "atexit.register(lambda: print('teardown ran'))\n"
+              "from mvm.cli import main\n"
+              f"code = main(['data', 'check', {str(synth / 'train.csv')!r}])\n"
+              "print('returned', code)\n")
+    env = {**os.environ, "PYTHONPATH": SRC}
+    env.pop("TORCHELASTIC_RUN_ID", None)
+    for launched in (True, False):
+        run_env = {**env, "TORCHELASTIC_RUN_ID": "test"} if launched else env
+        res = subprocess.run([sys.executable, "-c", script], env=run_env, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert "8 entries, 8 usable" in res.stdout  # the command's report, flushed
+        assert ("returned 0" in res.stdout) is not launched
+        assert ("teardown ran" in res.stdout) is not launched
+
+
 def test_ddp_and_fsdp_agree(synth, tmp_path):
     """DDP and FSDP2 agree, also with blocks recomputed in pieces (whose calls must keep FSDP's
     hooks; pieces against whole blocks differ by float rounding, which AdamW's first steps magnify,
