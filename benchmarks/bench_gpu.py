@@ -239,6 +239,7 @@ def _loader_config(args: argparse.Namespace, workers: int) -> Any:
 
 def end_to_end(args: argparse.Namespace, workers: int, device: torch.device) -> dict[str, Any]:
     """Training steps fed by mvm's loader with ``workers`` processes: clips/s and data-wait share."""
+    from mvm.data.transforms import normalise_pixels
     from mvm.masking.base import mask_to_indices
     from mvm.train.pretrain import build_loader
 
@@ -255,7 +256,8 @@ def end_to_end(args: argparse.Namespace, workers: int, device: torch.device) -> 
     for i in range(args.loader_warmup + args.loader_steps):
         t0 = time.perf_counter()
         batch = next(it)
-        video = batch["video"].to(device, non_blocking=True)
+        # uint8 clips from the loader, normalised on the GPU as PretrainTask.loss does
+        video = normalise_pixels(batch["video"].to(device, non_blocking=True), cfg.data.mean, cfg.data.std)
         vis = mask_to_indices(~batch["encoder_mask"]).to(device, non_blocking=True)
         dec = mask_to_indices(batch["decoder_mask"]).to(device, non_blocking=True)
         t1 = time.perf_counter()

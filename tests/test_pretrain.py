@@ -206,3 +206,28 @@ def test_the_step_makes_no_tensor_from_host_data(synth, tmp_path, host_made):
     task.loss(model, next(batches), device, 0)[0].backward()  # warm: caches filled
     batch = next(batches)
     assert host_made(lambda: task.loss(model, batch, device, 1)[0].backward()) == 0
+
+
+def test_the_loader_sends_uint8_clips_and_the_step_normalises_them_as_before(synth, tmp_path):
+    """The pretraining loader's clips are uint8 (a quarter of the bytes to pin and copy to the
+    GPU); the loss of a batch is bit for bit the loss of the same batch normalised beforehand, as
+    the loader used to send it."""
+    from mvm.data.transforms import normalise_pixels
+    from mvm.train.distributed import DistInfo
+    from mvm.train.pretrain import PretrainTask
+
+    cfg = load_config("tiny-synthetic", tiny_overrides(synth, tmp_path / "run", 2))
+    task = PretrainTask(cfg)
+    task.prepare()
+    model = task.build_model()
+    _, loader = task.build_loader(0, DistInfo())
+    batch = next(iter(loader))
+    assert batch["video"].dtype == torch.uint8 and batch["video"].dim() == 5
+    floats = dict(batch, video=normalise_pixels(batch["video"], cfg.data.mean, cfg.data.std))
+    device = torch.device("cpu")
+    for b in (batch, floats):  # the same dropout and drop-path draws for both
+        torch.manual_seed(0)
+        loss, parts = task.loss(model, b, device, 0)
+        b["loss"] = (loss, parts)
+    assert torch.equal(batch["loss"][0], floats["loss"][0])
+    assert parts.keys() == batch["loss"][1].keys()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mvm.data.transforms import ClipTransform
+from mvm.data.transforms import ClipTransform, normalise_pixels
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -51,6 +51,25 @@ def test_out_buffer_gets_the_same_values(train):
     assert torch.allclose(ref, expected, atol=1e-6)
     with pytest.raises(ValueError, match="out must be"):
         t(frames, None, np.random.default_rng(7), out=torch.empty(3, 4, 32, 31))
+
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_uint8_clips_normalised_later_equal_the_float_ones_bit_for_bit(train):
+    """What the pretraining loader sends (uint8) and what the step makes of it on its device."""
+    frames = np.random.default_rng(5).integers(0, 256, (4, 48, 80, 3), dtype=np.uint8)
+    t = ClipTransform(32, train=train)
+    rows = torch.zeros(2, 3, 4, 32, 32, dtype=torch.uint8)
+    for k, seed in enumerate((7, 8)):  # (training: two crops and flips)
+        got, _ = t(frames, None, np.random.default_rng(seed), out=rows[k])
+        assert got.dtype == torch.uint8 and got.data_ptr() == rows[k].data_ptr()
+    floats = torch.stack([t(frames, None, np.random.default_rng(seed))[0] for seed in (7, 8)])
+    assert torch.equal(normalise_pixels(rows, MEAN, STD), floats)  # [N, 3, T, S, S]
+    assert torch.equal(normalise_pixels(rows[1], MEAN, STD), floats[1])  # [3, T, S, S]
+    assert rows.dtype == torch.uint8  # the loader's tensor is left as it was
+    assert normalise_pixels(floats, MEAN, STD) is floats  # already normalised: nothing to do
+    with pytest.raises(ValueError, match="float32 or uint8"):
+        t(frames, None, np.random.default_rng(7), out=torch.empty(3, 4, 32, 32, dtype=torch.float64))
 
 
 def test_params_drawn_first_give_the_same_clip():

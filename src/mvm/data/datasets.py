@@ -65,6 +65,10 @@ class VideoDataset(torch.utils.data.Dataset):
         with_motion: compute motion (default: ``data_cfg.motion != "none"``); without it the
             item's motion is zeros so batches collate the same way.
         repeat: clips per decoded video (default: ``data_cfg.repeat`` when training, else 1).
+        pixels: ``"float"``: videos float32, normalised with ``data_cfg.mean`` / ``std``;
+            ``"uint8"``: the cropped, resized pixels as uint8, for the consumer to normalise with
+            :func:`~mvm.data.transforms.normalise_pixels` (bit for bit the same values; what
+            pretraining loads: a quarter of the bytes from the workers to the GPU).
 
     Attributes:
         entries: :class:`~mvm.data.formats.Entry` rows; classes: class names (may be empty);
@@ -77,7 +81,8 @@ class VideoDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, source: str | os.PathLike | Sequence[tuple], grid: TokenGrid, data_cfg: DataConfig,
-                 train: bool, seed: int = 0, with_motion: bool | None = None, repeat: int | None = None) -> None:
+                 train: bool, seed: int = 0, with_motion: bool | None = None, repeat: int | None = None,
+                 pixels: str = "float") -> None:
         if grid.frames != data_cfg.frames or grid.size != (data_cfg.size, data_cfg.size):
             raise ValueError(f"grid covers {grid.frames}x{grid.size} but data has frames={data_cfg.frames}, "
                              f"size={data_cfg.size}")
@@ -93,6 +98,9 @@ class VideoDataset(torch.utils.data.Dataset):
             self.entries = [Entry(str(e[0]), int(e[1]), *e[2:4]) for e in source]
         if not self.entries:
             raise ValueError("VideoDataset got no entries")
+        if pixels not in ("float", "uint8"):
+            raise ValueError(f"pixels must be 'float' or 'uint8', got {pixels!r}")
+        self.pixels = pixels
         self.repeat = int(repeat if repeat is not None else (data_cfg.repeat if train else 1))
         if self.repeat < 1:
             raise ValueError(f"repeat must be >= 1, got {self.repeat}")
@@ -143,7 +151,8 @@ class VideoDataset(torch.utils.data.Dataset):
         return [np.random.default_rng([self.seed, i, k]) for k in range(self.repeat)]
 
     def _load(self, entry: Entry, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Video ``[3, T, S, S]`` and motion ``[t, h, w, 2]`` (``[R, ...]`` each when repeat > 1)."""
+        """Video ``[3, T, S, S]`` (float32, or uint8 with ``pixels="uint8"``) and motion
+        ``[t, h, w, 2]`` (``[R, ...]`` each when repeat > 1)."""
         k = self.cfg.num_classes
         if k and not -1 <= entry.label < k:
             raise BadSample("bad_label", f"label {entry.label} outside [0, {k}) (data.num_classes={k})")
@@ -162,7 +171,8 @@ class VideoDataset(torch.utils.data.Dataset):
         # Repeats that show the same frames (data.repeat_mode="frames") gather them once: a clip's
         # 16 RGB frames at 340x604 are 9.9 MB, about 0.84 ms a gather, 2.5 ms of a repeat-4 item.
         s = self.transform.size
-        videos = torch.empty(len(clips), 3, len(clips[0]), s, s)
+        videos = torch.empty(len(clips), 3, len(clips[0]), s, s,
+                             dtype=torch.uint8 if self.pixels == "uint8" else torch.float32)
         gathered: dict[bytes, np.ndarray] = {}
         for k, (idx, crop) in enumerate(zip(clips, params)):
             key = np.asarray(idx, np.int64).tobytes()

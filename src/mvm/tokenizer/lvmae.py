@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from mvm.config import Config, ConfigError, apply_dict
+from mvm.data.transforms import normalise_pixels
 from mvm.grid import TokenGrid
 from mvm.masking.base import DECODER_MASKS, mask_to_indices
 from mvm.tokenizer.model import VideoTokenizer
@@ -118,7 +119,10 @@ class LvmaeTargets:
 
     @torch.no_grad()
     def __call__(self, video: torch.Tensor, encoder_mask: torch.Tensor, decoder_mask: torch.Tensor) -> TokenBatch:
-        """``video`` ``[B, 3, T, H, W]`` on the device; masks ``[B, N]`` bool from the loader."""
+        """``video`` ``[B, 3, T, H, W]`` on the device, normalised, or uint8 as the pretraining
+        loader gives it (normalised here with ``data.mean`` / ``data.std``); masks ``[B, N]`` bool
+        from the loader."""
+        video = normalise_pixels(video, self.cfg.data.mean, self.cfg.data.std)
         model = self._load(video.device)
         with torch.autocast(video.device.type, enabled=False):  # FSQ rounds in fp32; scores rank in fp32
             codes, scores = model.tokenize(video.float())

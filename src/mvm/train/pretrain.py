@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mvm.config import Config
+from mvm.data.transforms import normalise_pixels
 from mvm.grid import TokenGrid
 from mvm.masking.base import mask_to_indices
 from mvm.targets import masked_mse, motion_target, mse, norm_pix_target, pixel_target
@@ -88,8 +89,10 @@ def build_loader(cfg: Config, grid: TokenGrid, start_sample: int,
     # Motion costs decode time; read it only for strategies or targets that look at it.
     with_motion = cfg.data.motion != "none" and (encoder_mask.needs_motion or decoder_mask.needs_motion
                                                  or uses_motion_target(cfg))
+    # uint8 pixels, normalised by the step on its device: a quarter of the bytes through the
+    # workers' shared memory, pinning and the copy to the GPU (docs/benchmarks.md, "uint8 clips")
     dataset = VideoDataset(cfg.data.train, grid, cfg.data, train=True, seed=cfg.train.seed,
-                           with_motion=with_motion)
+                           with_motion=with_motion, pixels="uint8")
     collate = MaskCollator(grid, encoder_mask, decoder_mask, seed=cfg.train.seed)
     info = info or dist.DistInfo()
     # One global order; each rank takes every world-th video, so a global batch is the same clips
@@ -144,7 +147,8 @@ class PretrainTask(Task):
             self._mean_std = tuple(torch.tensor(v).to(device, non_blocking=True)  # once; no wait either
                                    for v in (cfg.data.mean, cfg.data.std))
         mean, std = self._mean_std
-        video = batch["video"].to(device, non_blocking=True)
+        # uint8 from the loader (normalised here, on the device; the same values as a float loader's)
+        video = normalise_pixels(batch["video"].to(device, non_blocking=True), cfg.data.mean, cfg.data.std)
         visible_idx = mask_to_indices(~batch["encoder_mask"]).to(device, non_blocking=True)
         decode_idx = mask_to_indices(batch["decoder_mask"]).to(device, non_blocking=True)
         tokens = None
