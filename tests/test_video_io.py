@@ -148,6 +148,10 @@ def test_rgb_converts_only_the_asked_frames_and_keeps_every_vector(tmp_path):
     assert part.num_frames == 20 and part.frames.shape == (20, 32, 48, 3) and not part.frames.any()
     assert part.rgb.tolist() == [-1, -1, 0, -1, -1, -1, 1, -1, -1, -1, 2] + [-1] * 9
     assert np.array_equal(part.pixels(np.array([2, 10, 6])), full.frames[[7, 15, 11]])
+    # all the converted frames in order: those frames themselves, not a copy; any other order copies
+    assert part.pixels(np.array([2, 6, 10])) is part.rgb_frames
+    assert not np.shares_memory(part.pixels(np.array([2, 10, 6])), part.rgb_frames)
+    assert full.pixels(np.arange(full.num_frames)) is full.frames
     assert part.pict_types == full.pict_types[5:25]
     for a, b in zip(part.motion_vectors[1:], full.motion_vectors[6:25]):  # after the first, as decoded
         assert (a is None) == (b is None) and (a is None or np.array_equal(a, b))

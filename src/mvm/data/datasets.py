@@ -170,6 +170,7 @@ class VideoDataset(torch.utils.data.Dataset):
         # Repeats are written straight into their rows of one [R, 3, T, S, S] tensor (no stack copy).
         # Repeats that show the same frames (data.repeat_mode="frames") gather them once: a clip's
         # 16 RGB frames at 340x604 are 9.9 MB, about 0.84 ms a gather, 2.5 ms of a repeat-4 item.
+        # (A decode that kept or converted only the clip's frames hands them over without a copy.)
         s = self.transform.size
         videos = torch.empty(len(clips), 3, len(clips[0]), s, s,
                              dtype=torch.uint8 if self.pixels == "uint8" else torch.float32)
