@@ -302,3 +302,25 @@ def test_the_training_step_makes_no_tensor_from_host_data(host_made):
     cpu = torch.device("cpu")
     task.loss(tok, {"video": video}, cpu, step=0)[0].backward()  # warm
     assert host_made(lambda: task.loss(tok, {"video": video}, cpu, step=0)[0].backward()) == 0
+
+
+def test_the_training_loader_sends_uint8_clips_and_the_loss_is_that_of_the_normalised_ones(tmp_path):
+    """As for pretraining: the loader sends the resized uint8 pixels, the step normalises them on
+    its device, and the loss is bit for bit the loss of the same clips sent normalised."""
+    from mvm.data.synth import make_synthetic
+    from mvm.data.transforms import normalise_pixels
+    from mvm.train.distributed import DistInfo
+
+    cfg, task, tok, *_ = _loss_setup()
+    make_synthetic(tmp_path, clips=2, val_clips=0, frames=8, size=16, seed=1)
+    cfg.data.train, cfg.data.workers, cfg.data.cache_mb, cfg.data.stride, cfg.optim.batch_size = (
+        str(tmp_path / "train.csv"), 0, 0, 1, 2)
+    _, loader = task.build_loader(0, DistInfo())
+    batch = next(iter(loader))
+    assert batch["video"].dtype == torch.uint8 and batch["video"].shape == (2, 3, 4, 16, 16)
+    normalised = dict(batch, video=normalise_pixels(batch["video"], cfg.data.mean, cfg.data.std))
+    losses = []
+    for b in (batch, normalised):
+        torch.manual_seed(5)  # the same top-k noise for both
+        losses.append(task.loss(tok, b, torch.device("cpu"), step=0)[0])
+    assert torch.equal(losses[0], losses[1])

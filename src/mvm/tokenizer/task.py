@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mvm.config import Config, ConfigError
+from mvm.data.transforms import normalise_pixels
 from mvm.grid import TokenGrid
 from mvm.tokenizer.evaluate import EvalClip, evaluate_tokenizer, mean_std, read_clip, to_pixels
 from mvm.tokenizer.model import VideoTokenizer, build_tokenizer
@@ -99,14 +100,16 @@ class TokenizerTask(Task):
         from mvm.data.loader import worker_init
 
         cfg = self.cfg
+        # uint8 clips, normalised by the step on its device, as pretraining's loader sends them
         dataset = VideoDataset(cfg.data.train, self.grid, cfg.data, train=True, seed=cfg.train.seed,
-                               with_motion=False)
+                               with_motion=False, pixels="uint8")
         sampler = EpochSampler(len(dataset), seed=cfg.train.seed, shuffle=True, start=start_sample,
                                num_replicas=info.world, rank=info.rank)
         loader = DataLoader(dataset, batch_size=cfg.optim.batch_size, sampler=sampler,
                             num_workers=cfg.data.workers, collate_fn=collate_items,
                             persistent_workers=cfg.data.workers > 0,
                             prefetch_factor=4 if cfg.data.workers else None,
+                            pin_memory=torch.cuda.is_available(),  # (so that non_blocking copies are)
                             worker_init_fn=worker_init if cfg.data.workers else None)
         return dataset, loader
 
@@ -126,7 +129,7 @@ class TokenizerTask(Task):
     def loss(self, model: torch.nn.Module, batch: dict, device: torch.device,
              step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg
-        video = batch["video"].to(device, non_blocking=True)
+        video = normalise_pixels(batch["video"].to(device, non_blocking=True), cfg.data.mean, cfg.data.std)
         target = to_pixels(video, cfg)
         if step < cfg.tokenizer.topk_after:  # the autoencoder alone first: no top-k decode
             out = model(video, self.k, topk=False)
