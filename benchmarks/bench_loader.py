@@ -43,7 +43,8 @@ ratio, and the largest difference between the two fields (0 when the change is e
 ``--pixels``: the items' video as pretraining loads it (``uint8``, the default; the step
 normalises it on its device) or normalised float32 (``float``: what every part measured before
 the thirteenth session). ``--part pixels``: the two side by side, items alternating, plus a
-4-clip batch's bytes and one thread's copy rate of it (the pin-memory thread's work per batch).
+4-clip batch's bytes, one thread's copy rate of it (the pin-memory thread's work per batch) and
+the time and page faults of writing it into fresh shared memory (a worker's collate, per batch).
 
 ``--part cache``: the main job's DataLoader on the synthetic set with and without the decode
 cache (``data.cache_mb``), clips/s per epoch.
@@ -548,9 +549,22 @@ def pixels_part(args: argparse.Namespace) -> dict:
             dest.copy_(batch)
             times.append(time.perf_counter() - t0)
         t = float(np.median(times))
+        # what a worker's collate does with every batch (datasets._cat_rows): fresh shared memory,
+        # written once, so every page faults in
+        shm, faults = [], []
+        for i in range(13):
+            f0, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+            storage = batch._typed_storage()._new_shared(batch.numel(), device=batch.device)
+            torch.cat([batch], out=batch.new(storage).resize_(batch.shape))
+            if i >= 3:
+                shm.append(time.perf_counter() - t0)
+                faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+            del storage
         copies[str(dtype).removeprefix("torch.")] = {
             "batch_mb": round(batch.nbytes / 2**20, 2), "copy_ms": round(1000 * t, 2),
-            "gb_per_s": round(batch.nbytes / t / 1e9, 2), "clips_per_s_one_thread": round(4 / t, 0)}
+            "gb_per_s": round(batch.nbytes / t / 1e9, 2), "clips_per_s_one_thread": round(4 / t, 0),
+            "into_shared_memory_ms": round(1000 * float(np.median(shm)), 2),
+            "page_faults_per_batch": int(np.median(faults))}
     result["batch_of_4_clips"] = copies
     return result
 
