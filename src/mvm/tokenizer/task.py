@@ -109,7 +109,7 @@ class TokenizerTask(Task):
                             num_workers=cfg.data.workers, collate_fn=collate_items,
                             persistent_workers=cfg.data.workers > 0,
                             prefetch_factor=4 if cfg.data.workers else None,
-                            pin_memory=torch.cuda.is_available(),  # (so that non_blocking copies are)
+                            pin_memory=torch.cuda.is_available(),  # the non_blocking copy then does not wait
                             worker_init_fn=worker_init if cfg.data.workers else None)
         return dataset, loader
 
