@@ -281,6 +281,7 @@ class FinetuneTask(Task):
         loader = DataLoader(dataset, batch_size=cfg.optim.batch_size, sampler=sampler, num_workers=cfg.data.workers,
                             collate_fn=collate_items, persistent_workers=cfg.data.workers > 0,
                             prefetch_factor=4 if cfg.data.workers else None,
+                            pin_memory=torch.cuda.is_available(),  # the non_blocking copy then does not wait
                             worker_init_fn=worker_init if cfg.data.workers else None,
                             generator=torch.Generator().manual_seed(cfg.train.seed))
         return dataset, loader
