@@ -337,3 +337,27 @@ def test_dataset_first_sample_after_a_keyframe_is_as_correct(tmp_path):
         got = ds[i]["motion"]
         assert (got - to_token_grid(want, grid)).abs().max() < 0.25 and got[..., 0].abs().min() > 1
     assert cut >= 2
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+def test_invalid_frames_take_the_mean_of_their_nearest_valid_neighbours(layout):
+    """The compiled fill (contiguous float32) and the NumPy one (anything else) give each
+    invalid frame np.mean of the valid frames on either side, or the one there is; bit for bit."""
+    from mvm.motion.field import fill_invalid_frames
+
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        n = int(rng.integers(1, 10))
+        flow = (rng.normal(size=(n, 3, 4, 2)) * 7).astype(np.float32)
+        valid = rng.random(n) < rng.random()
+        want = flow.copy()
+        good = np.flatnonzero(valid)
+        for f in np.flatnonzero(~valid) if good.size else []:
+            before, after = good[good < f], good[good > f]
+            near = [*before[-1:], *after[:1]]
+            want[f] = np.mean(flow[near], 0)
+        arg = flow.copy() if layout == "contiguous" else np.asfortranarray(flow)
+        got = fill_invalid_frames(arg, valid)
+        assert got is arg and np.array_equal(got, want), trial
+    untouched = np.ones((3, 2, 2, 2), np.float32)
+    assert np.array_equal(fill_invalid_frames(untouched.copy(), np.zeros(3, bool)), untouched)  # nothing valid

@@ -433,16 +433,43 @@ def token_magnitude(motion_tokens: torch.Tensor) -> torch.Tensor:
 def fill_invalid_frames(flow: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Give each invalid frame the mean of the nearest valid frames before and after it (in place).
 
-    ``flow`` is ``[F, Hm, Wm, 2]``; with no valid frame at all it is left as it is (zeros).
+    ``flow`` is ``[F, Hm, Wm, 2]``; with no valid frame at all it is left as it is (zeros). The
+    mean is the float32 sum halved, as ``np.mean`` of the two gives it.
     """
-    good = np.flatnonzero(valid)
-    if good.size == 0:
+    valid = np.asarray(valid, np.bool_)
+    if not valid.any() or valid.all():
         return flow
+    if flow.flags.c_contiguous and flow.dtype == np.float32:
+        # one compiled pass (an x264 window has a third of its frames to fill: NumPy calls per
+        # frame cost 0.2 ms of a dataset item)
+        _fill_frames_loop(flow.reshape(flow.shape[0], -1), valid)
+        return flow
+    good = np.flatnonzero(valid)
     for f in np.flatnonzero(~valid):
         pos = np.searchsorted(good, f)
         near = [good[i] for i in (pos - 1, pos) if 0 <= i < good.size]
-        if len(near) == 2:  # the float32 sum halved: np.mean's values, without its stacked copy
+        if len(near) == 2:
             np.divide(np.add(flow[near[0]], flow[near[1]], out=flow[f]), np.float32(2), out=flow[f])
         else:
             flow[f] = flow[near[0]]
     return flow
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_frames_loop(flow, valid):  # pragma: no cover (compiled)
+    """``fill_invalid_frames`` on ``[F, cells]`` float32 rows (some valid, some not)."""
+    before = -1
+    for f in range(flow.shape[0]):
+        if valid[f]:
+            before = f
+            continue
+        after = f + 1
+        while after < flow.shape[0] and not valid[after]:
+            after += 1
+        if before >= 0 and after < flow.shape[0]:
+            for c in range(flow.shape[1]):
+                flow[f, c] = (flow[before, c] + flow[after, c]) / np.float32(2)
+        else:
+            src = before if before >= 0 else after
+            for c in range(flow.shape[1]):
+                flow[f, c] = flow[src, c]
