@@ -60,10 +60,12 @@ def _shift(block: int) -> int:
 @numba.njit(cache=True, nogil=True)
 def _paint_loop(row, x, y, bw, bh, use, ox0, oy0, disp, block, shift, flow, area):  # pragma: no cover (compiled)
     nf, hm, wm = area.shape
+    painted = np.zeros(nf, np.bool_)  # frames a vector reached (the others stay zero: no division)
     for i in range(row.size):
         if not use[i]:
             continue
         r, d0, d1 = row[i], disp[i, 0], disp[i, 1]
+        painted[r] = True
         # the block's pixels (integers; int32 truncation as NumPy's astype), the grid at the origin
         w_i, h_i = np.int64(np.int32(bw[i])), np.int64(np.int32(bh[i]))
         x0 = np.int64(np.int32(x[i])) - ox0 - (w_i >> 1)
@@ -82,6 +84,8 @@ def _paint_loop(row, x, y, bw, bh, use, ox0, oy0, disp, block, shift, flow, area
                 cx += 1
             cy += 1
     for f in range(nf):
+        if not painted[f]:
+            continue
         for cy in range(hm):
             for cx in range(wm):
                 a = area[f, cy, cx]
