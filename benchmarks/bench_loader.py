@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import importlib
 import inspect
 import json
@@ -343,7 +344,8 @@ def worker(args: argparse.Namespace) -> dict:
 def field_only(args: argparse.Namespace) -> dict:
     """The motion field alone (``motion_for_clips``), today's against ``--prev``'s, on the same
     decoded windows and crop regions of the Kinetics-like items, interleaved (alternating which
-    runs first); CPU ms per item and the largest difference between the two fields."""
+    runs first); CPU ms per item and the largest difference between the two fields. ``--prev``
+    gets each window with a luma plane per frame (the layout before ``DecodedVideo.luma_rows``)."""
     from mvm.config import DataConfig
     from mvm.data.datasets import VideoDataset
     from mvm.grid import TokenGrid
@@ -365,32 +367,42 @@ def field_only(args: argparse.Namespace) -> dict:
             rngs = ds.clip_rngs(i)
             window, clips = ds._decode(ds.entries[i % len(paths)], rngs)
             h, w = window.frames.shape[1:3]
-            items.append((window, clips, [ds.transform.crop_box(h, w, copy.deepcopy(g)) for g in rngs]))
+            items.append((window, clips, [ds.transform.crop_box(h, w, copy.deepcopy(g)) for g in rngs],
+                          _whole_luma(window)))
         # Compiled loops loaded, or compiled, before timing: --prev's copy lives in a fresh folder,
         # so numba compiles its loops anew in each run, once per argument layout (a repeat-4 region
         # passes other array layouts than a repeat-1 one): untimed, on every repeat count.
         for r in args.repeats:
-            window, clips, boxes = items[0]
+            window, clips, boxes, old = items[0]
             b = boxes[:r]
             region = (min(x[0] for x in b), max(x[0] + x[2] for x in b), min(x[1] for x in b), max(x[1] + x[3] for x in b))
-            for fn in (motion_for_clips, prev_motion):
-                fn(window, clips[:r], "codec", "", region=region)
+            for fn, win in ((motion_for_clips, window), (prev_motion, old)):
+                fn(win, clips[:r], "codec", "", region=region)
         for r in args.repeats:
             cpu = {"now": 0.0, "prev": 0.0}
             diff = 0.0
-            for k, (window, clips, boxes) in enumerate(items):
+            for k, (window, clips, boxes, old) in enumerate(items):
                 b = boxes[:r]
                 region = (min(x[0] for x in b), max(x[0] + x[2] for x in b), min(x[1] for x in b), max(x[1] + x[3] for x in b))
-                runs = [("now", motion_for_clips), ("prev", prev_motion)][::1 if k % 2 == 0 else -1]
+                runs = [("now", motion_for_clips, window), ("prev", prev_motion, old)][::1 if k % 2 == 0 else -1]
                 got = {}
-                for name, fn in runs:
+                for name, fn, win in runs:
                     c0 = time.process_time()
-                    got[name] = fn(window, clips[:r], "codec", "", region=region)
+                    got[name] = fn(win, clips[:r], "codec", "", region=region)
                     cpu[name] += time.process_time() - c0
                 diff = max(diff, max(float(np.abs(a[0] - b[0]).max()) for a, b in zip(got["now"], got["prev"])))
             result[f"{enc}_r{r}"] = {"items": len(items), "ms_per_item_cpu": {k: round(1000 * v / len(items), 2) for k, v in cpu.items()},
                                      "now_over_prev": round(cpu["now"] / cpu["prev"], 3), "max_abs_diff": diff}
     return result
+
+
+def _whole_luma(window):
+    """``window`` with a luma plane per frame (``luma_rows`` None): the layout revisions before
+    the fourteenth session read (skipped frames' zero planes written out), for ``--prev``."""
+    if getattr(window, "luma_rows", None) is None:
+        return window
+    return dataclasses.replace(window, luma=np.stack([window.luma_plane(t) for t in range(window.num_frames)]),
+                               luma_rows=None)
 
 
 def paired(args: argparse.Namespace) -> dict:

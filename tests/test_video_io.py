@@ -187,7 +187,13 @@ def test_luma_planes_grow_and_give_up_on_a_size_change():
     exact = _LumaPlanes(3)
     for p in planes[:3]:
         exact.add(av.VideoFrame.from_ndarray(p, format="gray"))
-    assert np.array_equal(exact.planes(), np.stack(planes[:3]))
+    assert np.array_equal(exact.planes(), np.stack(planes[:3])) and exact.rows() is None
+    # skipped frames (before the first plane too) share one zero plane, after the decoded ones
+    sparse = _LumaPlanes(5)
+    for p in (None, planes[0], None, None, planes[1]):
+        sparse.skip() if p is None else sparse.add(av.VideoFrame.from_ndarray(p, format="gray"))
+    assert np.array_equal(sparse.planes(), np.stack([planes[0], planes[1], np.zeros_like(planes[0])]))
+    assert sparse.rows().tolist() == [2, 0, 2, 2, 1]
     luma.add(av.VideoFrame.from_ndarray(np.zeros((8, 10), np.uint8), format="gray"))
     assert luma.planes() is None  # frames of two sizes: no luma (the check reads RGB instead)
 
@@ -239,14 +245,19 @@ def test_skip_unreferenced_keeps_every_frame_in_place_and_decodes_the_shown_ones
     shown = np.arange(4, 29, 4)
     part = decode_video(tmp_path / "b.mp4", start=10, max_frames=29, with_motion=True, pts=pts, rgb=shown,
                         skip_unreferenced=True)
-    assert part.num_frames == 29 and part.luma.shape == full.luma.shape
+    assert part.num_frames == 29 and full.luma.shape == (29, 32, 48) and full.luma_rows is None
     assert np.array_equal(part.pixels(shown), full.frames[shown])
     skipped = [k for k, t in enumerate(part.pict_types) if t == "b"]
     assert skipped and not set(skipped) & set(shown.tolist())  # some frames skipped, never a shown one
+    # a plane per decoded frame, and one zero plane the skipped frames share
+    assert part.luma.shape == (29 - len(skipped) + 1, 32, 48) and part.luma_rows.shape == (29,)
+    assert len({int(part.luma_rows[k]) for k in skipped}) == 1
     for k in range(29):
         if k in skipped:  # a placeholder: no vectors, no pixels; was a B-frame
-            assert part.motion_vectors[k] is None and not part.luma[k].any() and full.pict_types[k] == "B"
+            assert part.motion_vectors[k] is None and not part.luma_plane(k).any() and full.pict_types[k] == "B"
         else:  # decoded: the same as in the full decode
-            assert part.pict_types[k] == full.pict_types[k] and np.array_equal(part.luma[k], full.luma[k])
+            assert part.pict_types[k] == full.pict_types[k] and np.array_equal(part.luma_plane(k), full.luma_plane(k))
             a, b = part.motion_vectors[k], full.motion_vectors[k]
             assert (a is None) == (b is None) and (a is None or np.array_equal(a, b))
+    window = part.window(3, 20)  # a window keeps the planes and cuts the rows
+    assert all(np.array_equal(window.luma_plane(k), part.luma_plane(k + 3)) for k in range(17))

@@ -80,7 +80,10 @@ class DecodedVideo:
         rgb_frames: ``[K, H, W, 3]`` uint8, the converted frames (None when ``rgb`` is None).
         luma: ``[T, H, W]`` uint8, every frame's coded luma plane (decodes with motion vectors of
             streams that may reference farther than the previous frame; None otherwise): what
-            the codec's reference check compares.
+            the codec's reference check compares. ``[K, H, W]`` when ``luma_rows`` is set.
+        luma_rows: None when ``luma`` holds frame t's plane at row t. After a decode that skipped
+            frames (``skip_unreferenced``): ``[T]`` int64, the row of ``luma`` holding frame t's
+            plane; skipped frames share one zero plane. :meth:`luma_plane` reads either way.
     """
 
     frames: np.ndarray
@@ -93,13 +96,28 @@ class DecodedVideo:
     rgb: np.ndarray | None = None
     rgb_frames: np.ndarray | None = None
     luma: np.ndarray | None = None
+    luma_rows: np.ndarray | None = None
 
     def window(self, lo: int, hi: int) -> DecodedVideo:
         """Frames ``lo .. hi - 1`` counted within this decode (views, no copy); ``start`` follows."""
+        luma, rows = self.luma, self.luma_rows
+        if rows is not None:
+            rows = rows[lo:hi]
+        elif luma is not None:
+            luma = luma[lo:hi]
         return DecodedVideo(self.frames[lo:hi], self.fps, self.codec, self.motion_vectors[lo:hi],
                             self.pict_types[lo:hi], self.start + lo, self.max_refs,
-                            None if self.rgb is None else self.rgb[lo:hi], self.rgb_frames,
-                            None if self.luma is None else self.luma[lo:hi])
+                            None if self.rgb is None else self.rgb[lo:hi], self.rgb_frames, luma, rows)
+
+    def luma_plane(self, t: int) -> np.ndarray:
+        """``[H, W]`` uint8 luma plane of frame ``t`` (zeros for a frame the decode skipped).
+
+        Raises:
+            ValueError: the decode kept no luma planes.
+        """
+        if self.luma is None:
+            raise ValueError("this decode kept no luma planes")
+        return self.luma[t if self.luma_rows is None else int(self.luma_rows[t])]
 
     def pixels(self, idx: np.ndarray) -> np.ndarray:
         """``[len(idx), H, W, 3]`` uint8 pixels of frames ``idx``: the stored frames themselves
@@ -278,9 +296,10 @@ def decode_video(
             codec motion of single-reference streams, which reads no pixels. None: convert all.
         skip_unreferenced: with ``pts``, ``rgb`` and ``with_motion``: frames outside ``rgb`` that no
             other frame refers to (most B-frames) are not decoded at all. They keep their place
-            with no vectors, picture type ``"b"``, no pixels and a zero luma plane, so codec
-            motion fills their motion from their neighbours (``fill_invalid_frames``) and never
-            takes them as a reference. About a third of an x264-default window (docs/motion.md).
+            with no vectors, picture type ``"b"``, no pixels and a zero luma plane (one plane
+            they all share, ``DecodedVideo.luma_rows``), so codec motion fills their motion from
+            their neighbours (``fill_invalid_frames``) and never takes them as a reference.
+            About a third of an x264-default window (docs/motion.md).
 
     Returns:
         :class:`DecodedVideo` with ``start`` set to the index of its first frame.
@@ -323,6 +342,7 @@ def decode_video(
         if out is None:
             out = _decode_frames(container, stream, path, with_motion, max_frames, start, None, keep, rgb, want_luma)
         frames, mvs, types, luma = out
+        luma, luma_rows = (None, None) if luma is None else luma
     finally:
         container.close()
     if not frames:
@@ -335,15 +355,16 @@ def decode_video(
         # planes are dropped: the reference check then reads the frames' green channel).
         frames = [None if f is None else _resize_np(f, have[0].shape[:2]) for f in frames]
         have = [f for f in frames if f is not None]
-    if luma is not None and luma.shape[1:] != have[0].shape[:2]:
-        luma = None
+    if luma is None or luma.shape[1:] != have[0].shape[:2]:
+        luma = luma_rows = None
     if len(have) == len(frames):
-        return DecodedVideo(np.stack(frames), fps, codec, mvs, types, start=start, max_refs=refs, luma=luma)
+        return DecodedVideo(np.stack(frames), fps, codec, mvs, types, start=start, max_refs=refs, luma=luma,
+                            luma_rows=luma_rows)
     rows = np.cumsum([f is not None for f in frames]) - 1
     rows[[f is None for f in frames]] = -1
     zeros = np.broadcast_to(np.zeros((), np.uint8), (len(frames), *have[0].shape))  # no memory
     return DecodedVideo(zeros, fps, codec, mvs, types, start=start, max_refs=refs, rgb=rows,
-                        rgb_frames=np.stack(have), luma=luma)
+                        rgb_frames=np.stack(have), luma=luma, luma_rows=luma_rows)
 
 
 def _configure(stream: av.video.stream.VideoStream, with_motion: bool, threads: int) -> None:
@@ -362,10 +383,11 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
                    with_motion: bool, max_frames: int | None, start: int, pts: np.ndarray | None,
                    keep: np.ndarray | None = None, rgb: np.ndarray | None = None, luma: bool = False,
                    skip_unreferenced: bool = False,
-                   ) -> tuple[list[np.ndarray | None], list[np.ndarray | None], list[str], np.ndarray | None] | None:
+                   ) -> tuple[list[np.ndarray | None], list[np.ndarray | None], list[str],
+                              tuple[np.ndarray | None, np.ndarray | None] | None] | None:
     """Frames ``start ..`` in order (only offsets in ``keep`` when given), their vectors, picture
-    types and (``luma``) luma planes ``[n, H, W]`` (None without ``luma``, or when the frame
-    size changes within the stream). With ``pts`` a frame's index is its timestamp's rank and
+    types and (``luma``) luma planes ``[K, H, W]`` and each frame's row in them (``_LumaPlanes``;
+    None without ``luma``; planes None when the frame size changes within the stream). With ``pts`` a frame's index is its timestamp's rank and
     None is returned when a frame from ``start`` on that the caller needs did not come out (the
     seek missed; frames `_decoded` skips as unneeded and unreferenced may be absent); without,
     frames are counted from the current position, which must be frame 0. Frames outside ``rgb``
@@ -451,20 +473,25 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
         gc.collect(0)
     if pts is not None and not frames:
         return None
-    return frames, mvs, types, None if lumas is None else lumas.planes()
+    return frames, mvs, types, None if lumas is None else (lumas.planes(), lumas.rows())
 
 
 class _LumaPlanes:
-    """Decoded frames' luma planes copied straight into one ``[n, H, W]`` uint8 array.
+    """Decoded frames' luma planes copied straight into one ``[K, H, W]`` uint8 array, with the
+    row of each frame's plane (:meth:`rows`).
 
     Not a list of copies stacked at the end: the stack copied every plane a second time (2.1 ms
-    of a 65-frame window at 604x340, a tenth of what codec motion added to a dataset item)."""
+    of a 65-frame window at 604x340, a tenth of what codec motion added to a dataset item). Frames
+    the decode skipped (``skip``) share one zero plane instead of a zero plane each: nothing
+    reads them (no vector refers to a frame that no frame refers to), and writing a plane of
+    zeros for each of an x264 window's 20-odd skipped B-frames cost 0.24 ms of a dataset item."""
 
     def __init__(self, frames: int | None) -> None:
         self.expected = frames or 64  # the window's length when known, else grown by doubling
         self.buf: np.ndarray | None = None
-        self.n = 0
-        self.pending = 0  # frames skipped before the first plane (zeros once the size is known)
+        self.n = 0  # planes written (decoded frames, and the shared zero plane once needed)
+        self.row: list[int] = []  # per frame, its plane's row (-1: skipped, the zero plane's)
+        self.zero = -1  # row of the zero plane (-1: none yet)
         self.mixed = False  # the frame size changed: no luma (the check reads RGB's green)
 
     def add(self, frame: av.VideoFrame) -> None:
@@ -472,32 +499,47 @@ class _LumaPlanes:
             return
         plane = _luma_view(frame)
         if self.buf is None:
-            self.buf = np.empty((max(self.expected, self.pending + 1), *plane.shape), np.uint8)
-            self.buf[:self.pending] = 0
-            self.n = self.pending
+            self.buf = np.empty((max(self.expected, 2), *plane.shape), np.uint8)
         elif plane.shape != self.buf.shape[1:]:
             self.mixed = True
             return
-        elif self.n == len(self.buf):
+        self.row.append(self._put(plane))
+
+    def skip(self) -> None:
+        """A frame that was not decoded: the shared zero plane stands in its place."""
+        self.row.append(-1)
+
+    def _put(self, plane: np.ndarray | int) -> int:
+        if self.n == len(self.buf):
             self.buf = np.concatenate([self.buf, np.empty_like(self.buf)])
         self.buf[self.n] = plane
         self.n += 1
-
-    def skip(self) -> None:
-        """A frame that was not decoded: a zero plane in its place."""
-        if self.buf is None:
-            self.pending += 1
-            return
-        if self.n == len(self.buf):
-            self.buf = np.concatenate([self.buf, np.empty_like(self.buf)])
-        self.buf[self.n] = 0
-        self.n += 1
+        return self.n - 1
 
     def planes(self) -> np.ndarray | None:
+        """``[K, H, W]``: the decoded frames' planes in order, then (when a frame was skipped) one
+        zero plane; None when no frame decoded or the frame size changed."""
         if self.mixed or self.buf is None:
             return None
-        # a view, unless most of the buffer went unused (grown by doubling, or a short stream)
-        return self.buf[:self.n] if 4 * self.n >= 3 * len(self.buf) else self.buf[:self.n].copy()
+        self._zero_plane()
+        # A view, unless most of the buffer went unused (grown by doubling, or a short stream);
+        # the rows skipped frames would have had count as used: they are what a window sized
+        # the buffer for.
+        used = self.n + max(self.row.count(-1) - 1, 0)
+        return self.buf[:self.n] if 4 * used >= 3 * len(self.buf) else self.buf[:self.n].copy()
+
+    def rows(self) -> np.ndarray | None:
+        """``[T]`` int64: the row of :meth:`planes` holding each frame's plane (skipped frames:
+        the zero plane); None when every frame has its own row in order (nothing skipped)."""
+        if self.mixed or self.buf is None or not self._zero_plane():
+            return None
+        return np.array([self.zero if r < 0 else r for r in self.row], np.int64)
+
+    def _zero_plane(self) -> bool:
+        """Write the shared zero plane if a frame was skipped (once); True when there is one."""
+        if self.zero < 0 and -1 in self.row:
+            self.zero = self._put(0)
+        return self.zero >= 0
 
 
 def _decoded(container: av.container.InputContainer, stream: av.video.stream.VideoStream,

@@ -135,7 +135,8 @@ def painted_frames(decoded: DecodedVideo, frames: np.ndarray, block: int = 4, ch
     if check and decoded.luma is None and decoded.rgb is not None and (decoded.rgb < 0).any():
         raise ValueError("checking reference distances reads every decoded frame's pixels; "
                          "this decode converted only some (decode_video(rgb=...)) and kept no luma")
-    dist = _reference_distance(pixels, decoded.pict_types, v, check, alive)
+    dist = _reference_distance(pixels, decoded.pict_types, v, check, alive,
+                               decoded.luma_rows if decoded.luma is not None else None)
     use = dist > 0  # references outside the decoded frames cannot be placed in time
     if not use.any():  # every reference lies outside the decoded frames (a window's first frames)
         return nothing()
@@ -318,10 +319,11 @@ def _candidates_of(types: tuple[str, ...], nf: int) -> tuple[np.ndarray, np.ndar
 
 
 def _reference_distance(frames: np.ndarray, types: list[str], v: dict[str, np.ndarray],
-                        check: bool, alive: np.ndarray | None = None) -> np.ndarray:
+                        check: bool, alive: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
     """Frames between each vector's frame and its reference (0 where none is decoded, and for
-    vectors ``alive`` marks False)."""
-    nf, h, w = frames.shape[:3]
+    vectors ``alive`` marks False). ``rows``: frame t's plane is ``frames[rows[t]]`` (None: row t)."""
+    nf = frames.shape[0] if rows is None else rows.size
+    h, w = frames.shape[1:3]
     tables = _candidates(types, nf)
     # The structural guess, and which vectors are checked: moving vectors whose block and
     # reference block lie inside the picture (near the border the encoder predicts from
@@ -334,9 +336,9 @@ def _reference_distance(frames: np.ndarray, types: list[str], v: dict[str, np.nd
         return dist
     if sel.size > PROBE:
         pick = sel[np.linspace(0, sel.size - 1, PROBE).astype(np.int64)]
-        if (_best_distance(frames, v, tables, pick) != dist[pick]).mean() <= PROBE_FARTHER:
+        if (_best_distance(frames, v, tables, pick, rows) != dist[pick]).mean() <= PROBE_FARTHER:
             return dist  # (almost) no sign of farther references: the structural guess holds
-    dist[sel] = _best_distance(frames, v, tables, sel)
+    dist[sel] = _best_distance(frames, v, tables, sel, rows)
     return dist
 
 
@@ -371,21 +373,23 @@ def _structural_loop(f, direction, x, y, bw, bh, ox, oy, past, future, alive, w,
 
 
 def _best_distance(frames: np.ndarray, v: dict[str, np.ndarray], tables: tuple[np.ndarray, np.ndarray],
-                   sel: np.ndarray) -> np.ndarray:
+                   sel: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """For vectors ``sel``, the candidate distance whose frame matches best.
 
     ``frames``: ``[F, H, W]`` luma planes, or ``[F, H, W, 3]`` RGB whose green channel stands in
-    for luma. ``tables``: ``(past, future)`` ``[F, C]`` candidate distances (``_candidates``); a
+    for luma; with ``rows`` (``DecodedVideo.luma_rows``), frame t's plane is ``frames[rows[t]]``
+    and ``F = rows.size``. ``tables``: ``(past, future)`` ``[F, C]`` candidate distances (``_candidates``); a
     vector's candidates are its frame's row of its direction's table. Cost: mean absolute
     difference on a 4x4 lattice of points inside the block (integer-rounded, clamped to the
     frame) between this frame and the candidate frame at the vector's offset. Column 0 (the
     structural guess) is kept unless another candidate costs ``TIE_MARGIN`` less and under
     ``CLEARLY_BETTER`` of it; among those, the cheapest (the first on ties). Returns ``[M]``
     distances."""
-    nf, h, w = frames.shape[:3]
+    h, w = frames.shape[1:3]
+    rows = np.arange(frames.shape[0]) if rows is None else np.asarray(rows, np.int64)
     step, channel = (3, 1) if frames.ndim == 4 else (1, 0)  # green of RGB, or the luma plane
     return _best_distance_loop(
-        np.ascontiguousarray(frames).reshape(-1), nf, h, w, step, channel,
+        np.ascontiguousarray(frames).reshape(-1), rows, rows.size, h, w, step, channel,
         *(np.ascontiguousarray(v[k], dt) for k, dt in (("f", np.int64), ("dir", np.int64), ("x", np.float32),
                                                         ("y", np.float32), ("bw", np.float32), ("bh", np.float32),
                                                         ("ox", np.float32), ("oy", np.float32))),
@@ -393,7 +397,7 @@ def _best_distance(frames: np.ndarray, v: dict[str, np.ndarray], tables: tuple[n
 
 
 @numba.njit(cache=True, nogil=True)
-def _best_distance_loop(flat, nf, h, w, step, channel, f, sign, x, y, bw, bh, ox, oy, sel, past, future,
+def _best_distance_loop(flat, rows, nf, h, w, step, channel, f, sign, x, y, bw, bh, ox, oy, sel, past, future,
                         margin, better):  # pragma: no cover (compiled)
     lat = (np.arange(4).astype(np.float32) + np.float32(0.5)) / np.float32(4) - np.float32(0.5)
     # The lattice's 16 points are 4 columns x 4 rows, so a frame's points take 4 + 4 roundings
@@ -416,8 +420,8 @@ def _best_distance_loop(flat, nf, h, w, step, channel, f, sign, x, y, bw, bh, ox
             # two thirds of this loop's time (mvm.motion.prefetch).
             q = sel[k_out + PREFETCH_AHEAD]
             ref = min(max(f[q] + sign[q] * (future[f[q], 0] if sign[q] > 0 else past[f[q], 0]), 0), nf - 1)
-            at = f[q] * fsize + channel + np.int64(min(max(np.rint(x[q]), 0), w - 1)) * step
-            at_ref = ref * fsize + channel + np.int64(min(max(np.rint(x[q] + ox[q]), 0), w - 1)) * step
+            at = rows[f[q]] * fsize + channel + np.int64(min(max(np.rint(x[q]), 0), w - 1)) * step
+            at_ref = rows[ref] * fsize + channel + np.int64(min(max(np.rint(x[q] + ox[q]), 0), w - 1)) * step
             for b in range(4):
                 py = y[q] + lat[b] * bh[q]
                 prefetch(flat, at + np.int64(min(max(np.rint(py), 0), h - 1)) * w * step)
@@ -434,7 +438,7 @@ def _best_distance_loop(flat, nf, h, w, step, channel, f, sign, x, y, bw, bh, ox
             ry[b] = np.int64(min(max(np.rint(py + oy[m]), 0), h - 1)) * w * step
         # The diagonal of the lattice first: a candidate whose first 4 points already cost too much
         # to win is dropped without reading the other 12 (they can only add), a third of the reads.
-        here = f[m] * fsize + channel
+        here = rows[f[m]] * fsize + channel
         k = 0
         for a in range(4):
             cur[k] = flat[here + cy[a] + cx[a]]
@@ -446,7 +450,7 @@ def _best_distance_loop(flat, nf, h, w, step, channel, f, sign, x, y, bw, bh, ox
                     cur[k] = flat[here + cy[a] + cx[b]]
                     there[k] = ry[a] + rx[b] + channel
                     k += 1
-        base = min(max(f[m] + sign[m] * cand[0], 0), nf - 1) * fsize
+        base = rows[min(max(f[m] + sign[m] * cand[0], 0), nf - 1)] * fsize
         total = 0
         for k in range(16):
             total += abs(np.int64(flat[base + there[k]]) - cur[k])
@@ -456,13 +460,13 @@ def _best_distance_loop(flat, nf, h, w, step, channel, f, sign, x, y, bw, bh, ox
         best, best_j = cost0, 0
         for j in range(1, cand.size):  # the other candidates' first points, asked for at once
             if cand[j] != 0:
-                base = min(max(f[m] + sign[m] * cand[j], 0), nf - 1) * fsize
+                base = rows[min(max(f[m] + sign[m] * cand[j], 0), nf - 1)] * fsize
                 for k in range(4):
                     prefetch(flat, base + there[k])
         for j in range(1, cand.size):
             if cand[j] == 0:
                 continue
-            base = min(max(f[m] + sign[m] * cand[j], 0), nf - 1) * fsize
+            base = rows[min(max(f[m] + sign[m] * cand[j], 0), nf - 1)] * fsize
             total = 0
             for k in range(4):
                 total += abs(np.int64(flat[base + there[k]]) - cur[k])
