@@ -3,7 +3,7 @@
     PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py                 # real footage (~3 min)
     PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --part cache    # decode cache, synthetic set
     PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --part field --prev REV  # the field alone
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --part paired --items 18  # the motion overhead to quote (~8 min)
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --part paired --items 18  # the motion overhead to quote (~30 s a run)
     PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --part isolated --prev ''  # a process per variant
     PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --part workers --items 12  # through DataLoader workers
 
