@@ -386,12 +386,12 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
                    ) -> tuple[list[np.ndarray | None], list[np.ndarray | None], list[str],
                               tuple[np.ndarray | None, np.ndarray | None] | None] | None:
     """Frames ``start ..`` in order (only offsets in ``keep`` when given), their vectors, picture
-    types and (``luma``) luma planes ``[K, H, W]`` and each frame's row in them (``_LumaPlanes``;
-    None without ``luma``; planes None when the frame size changes within the stream). With ``pts`` a frame's index is its timestamp's rank and
-    None is returned when a frame from ``start`` on that the caller needs did not come out (the
-    seek missed; frames `_decoded` skips as unneeded and unreferenced may be absent); without,
-    frames are counted from the current position, which must be frame 0. Frames outside ``rgb``
-    (when given) are None."""
+    types and (``luma``) luma planes ``[K, H, W]`` with each frame's row in them (``_LumaPlanes``;
+    None without ``luma``; planes None when the frame size changes within the stream). With
+    ``pts`` a frame's index is its timestamp's rank and None is returned when a frame from
+    ``start`` on that the caller needs did not come out (the seek missed; frames `_decoded` skips
+    as unneeded and unreferenced may be absent); without, frames are counted from the current
+    position, which must be frame 0. Frames outside ``rgb`` (when given) are None."""
     wanted = None if keep is None else {int(k) for k in keep}
     convert = None if rgb is None else {int(k) for k in rgb}
     seen = 0  # frames from `start` on, kept or not
