@@ -155,7 +155,7 @@ class ClipTransform:
         # to output pixels and a mean over the tubelet; a flip mirrors the token columns (whole
         # tokens, as S/4 cells divide into them) and negates dx
         sx, sy = self.size / cw / grid.tubelet, self.size / ch / grid.tubelet
-        out = torch.empty(grid.t, grid.h, grid.w, 2)
+        out = torch.empty(grid.t, grid.h, grid.w, 2, dtype=torch.float32)
         _tokens_loop(np.ascontiguousarray(motion, np.float32), grid.tubelet, r0, c0, wy, wx,
                      np.float32(-sx if flip else sx), np.float32(sy), bool(flip), out.numpy())
         return out
