@@ -391,6 +391,44 @@ def test_unused_partitions_are_dropped_as_defined():
         np.testing.assert_array_equal(got[k], v[k][order][keep[order]])
 
 
+def test_partitions_in_ffmpegs_order_are_matched_within_their_macroblock(tmp_path):
+    # FFmpeg's order: macroblocks in raster order, each one's blocks for list 0, then list 1.
+    # Built so that placeholders (a zero vector beside a moving one of the same block) abound.
+    rng = np.random.default_rng(1)
+    recs = []
+    for f in range(3):
+        for my in range(3):
+            for mx in range(4):
+                size = rng.choice([16, 8])
+                blocks = [(mx * 16 + 8, my * 16 + 8)] if size == 16 else [
+                    (mx * 16 + 4 + 8 * (i & 1), my * 16 + 4 + 8 * (i >> 1)) for i in range(4)]
+                for d in ([-1], [1], [-1, 1])[rng.integers(3)]:
+                    for bx, by in blocks:
+                        o = rng.normal(size=2) if rng.random() < 0.5 else (0.0, 0.0)
+                        recs.append((f, bx, by, size, size, d, o[0], o[1]))
+    r = np.array(recs, np.float64)
+    v = {"f": r[:, 0].astype(np.int64), "dir": r[:, 5].astype(np.int64),
+         **{k: r[:, i].astype(np.float32) for i, k in ((1, "x"), (2, "y"), (3, "bw"), (4, "bh"), (6, "ox"), (7, "oy"))}}
+    cols = tuple(v[k] for k in ("f", "x", "y", "bw", "bh", "ox", "oy"))
+    table = codec_mod._unused_partitions_loop(*cols)
+    runs = codec_mod._unused_partitions_runs(*cols)
+    assert runs is not None and 0 < (~table).sum() and np.array_equal(runs, table)
+    assert np.array_equal(codec_mod._used_partitions(v), table)
+    # any other order is not matched by runs (it could miss a pair): the table answers
+    swap = np.arange(len(recs))
+    swap[[0, -1]] = swap[[-1, 0]]
+    assert codec_mod._unused_partitions_runs(*(c[swap] for c in cols)) is None
+    back = {k: a[swap] for k, a in v.items()}
+    assert np.array_equal(codec_mod._used_partitions(back), table[swap])
+    # and on a real B-frame stream, as FFmpeg exports it
+    frames, _ = moving_square((3, -2))
+    decoded = encode_decode(tmp_path, frames, bframes=2, refs=3)
+    v = codec_mod._columns(decoded.motion_vectors, np.arange(decoded.num_frames))
+    cols = tuple(v[k] for k in ("f", "x", "y", "bw", "bh", "ox", "oy"))
+    runs = codec_mod._unused_partitions_runs(*cols)
+    assert runs is not None and (~runs).any() and np.array_equal(runs, codec_mod._unused_partitions_loop(*cols))
+
+
 def test_frames_the_decode_skipped_are_no_candidate_reference():
     types = list("IBbbPBbbPbbP")
     past, future = codec_mod._candidates(types, len(types))

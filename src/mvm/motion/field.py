@@ -189,30 +189,53 @@ def _accumulate(span: np.ndarray, lo: int, idx: np.ndarray, first: int | None) -
     # cum(i) = sum of the motion of frames lo+1 .. i, in float64, frame after frame; sample k is
     # cum(idx[k]) - cum(idx[k-1]). Only the sums at the samples' frames are kept.
     pos = np.unique(np.concatenate([idx - lo, [] if first is None else [first - lo]]).astype(np.int64))
-    cum = np.empty((pos.size, *span.shape[1:]), np.float64)
-    _cumsum_at(span, pos, cum)  # (span may be a crop of the computed cells: read in place)
+    n, hm, wm, _ = span.shape
+    cum = np.empty((pos.size, hm, wm * 2), np.float64)
+    out = np.empty((idx.size, hm, wm, 2), np.float32)
+    # Rows of cells as runs of 2 * Wm values (span may be a crop of the computed cells: read in
+    # place); the whole field as one run when it is contiguous, which the compiler vectorises.
+    nr = 1 if span.flags.c_contiguous else hm
+    shape = (nr, hm * wm * 2 // nr)
+    cum = cum.reshape(pos.size, *shape)
+    _cumsum_at(span.reshape(n, *shape), pos, cum)
     at = np.searchsorted(pos, idx - lo)
-    out = np.empty((idx.size, *span.shape[1:]), np.float32)
-    out[1:] = cum[at[1:]] - cum[at[:-1]]
-    out[0] = cum[at[0]] - cum[np.searchsorted(pos, first - lo)] if first is not None else out[1]
+    from_ = -1 if first is None else int(np.searchsorted(pos, first - lo))
+    _differences(cum, at, from_, out.reshape(idx.size, *shape))
     return out
 
 
 @numba.njit(cache=True, nogil=True)
 def _cumsum_at(span, pos, out):  # pragma: no cover (compiled)
-    """``out[j] = span[:pos[j]].sum(0)`` in float64, added frame by frame (``pos`` sorted)."""
-    n, hm, wm, _ = span.shape
-    running = np.zeros((hm, wm, 2))
+    """``out[j] = span[:pos[j]].sum(0)`` in float64, added frame by frame (``pos`` sorted);
+    ``span`` ``[n, R, C]``, each ``span[i, r]`` a contiguous run."""
+    n, nr, nc = span.shape
+    running = np.zeros((nr, nc))
     j = 0
     for i in range(n + 1):
         while j < pos.size and pos[j] == i:
             out[j] = running
             j += 1
         if i < n:
-            for y in range(hm):
-                for x in range(wm):
-                    running[y, x, 0] += span[i, y, x, 0]
-                    running[y, x, 1] += span[i, y, x, 1]
+            for r in range(nr):
+                src, dst = span[i, r], running[r]
+                for c in range(nc):
+                    dst[c] += src[c]
+
+
+@numba.njit(cache=True, nogil=True)
+def _differences(cum, at, first, out):  # pragma: no cover (compiled)
+    """``out[k] = float32(cum[at[k]] - cum[at[k-1]])``; sample 0 from ``cum[first]``, or a copy
+    of sample 1 when ``first < 0`` (one pass, no float64 temporaries)."""
+    k, nr, nc = out.shape
+    for t in range(k):
+        if t == 0 and first < 0:
+            continue
+        a, b = cum[first if t == 0 else at[t - 1]], cum[at[t]]
+        for r in range(nr):
+            for c in range(nc):
+                out[t, r, c] = np.float32(b[r, c] - a[r, c])
+    if first < 0:
+        out[0] = out[1]
 
 
 def clip_block(height: int, width: int) -> int:
