@@ -586,9 +586,8 @@ def _luma_view(frame: av.VideoFrame) -> np.ndarray:
     lives; copying it takes about 0.03 ms for 604x340, an RGB conversion 0.5), or swscale's grey
     for other pixel formats."""
     if frame.format.name in _Y8_FORMATS:
-        plane = frame.planes[0]
-        rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
-        return rows[:frame.height, :frame.width]
+        plane = frame.planes[0]  # (one array over the plane's buffer: called per decoded frame)
+        return np.ndarray((frame.height, frame.width), np.uint8, plane, 0, (plane.line_size, 1))
     return frame.to_ndarray(format="gray", threads=1)
 
 
