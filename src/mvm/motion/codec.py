@@ -147,7 +147,9 @@ def painted_frames(decoded: DecodedVideo, frames: np.ndarray, block: int = 4, ch
     flow, covered = paint(v, disp, n, h, w, block, use=use,
                           origin=(0, 0) if cells is None else (c0 * block, r0 * block))
     # Frames mostly without vectors (scene cuts coded intra) are filled from their neighbours.
-    valid &= covered.reshape(n, -1).mean(1) >= MIN_COVERED
+    # (counted, not averaged: a mean converts every cell to float64 first)
+    cells_per_frame = covered[0].size
+    valid &= (cells_per_frame > 0) & (np.count_nonzero(covered.reshape(n, -1), axis=1) >= MIN_COVERED * cells_per_frame)
     return flow, covered, valid
 
 
@@ -383,9 +385,12 @@ def _reference_distance(frames: np.ndarray, types: list[str], v: dict[str, np.nd
     if not check:
         return dist
     if sel.size > PROBE:
-        pick = sel[np.linspace(0, sel.size - 1, PROBE).astype(np.int64)]
-        if (_best_distance(frames, v, tables, pick, rows) != dist[pick]).mean() <= PROBE_FARTHER:
+        at = np.linspace(0, sel.size - 1, PROBE).astype(np.int64)
+        probed = _best_distance(frames, v, tables, sel[at], rows)
+        if (probed != dist[sel[at]]).mean() <= PROBE_FARTHER:
             return dist  # (almost) no sign of farther references: the structural guess holds
+        dist[sel[at]] = probed  # (each vector's check is its own: the probe's need not be redone)
+        sel = np.delete(sel, at)
     dist[sel] = _best_distance(frames, v, tables, sel, rows)
     return dist
 
