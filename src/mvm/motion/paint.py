@@ -127,6 +127,7 @@ def fill_holes(flow: np.ndarray, covered: np.ndarray, valid: np.ndarray, radius:
 def _fill_loop(flow, covered, valid, radius):  # pragma: no cover (compiled)
     n, hm, wm = covered.shape
     table = np.empty((hm + 1, wm + 1, 3))  # table[y, x] = sums over cells [:y, :x]: dx, dy, count
+    hole = np.empty(hm * wm, np.int64)  # a frame's holes, as y * wm + x
     for f in range(n):
         if not valid[f]:
             continue
@@ -134,6 +135,7 @@ def _fill_loop(flow, covered, valid, radius):  # pragma: no cover (compiled)
         for y in range(hm):
             for x in range(wm):
                 if not covered[f, y, x]:
+                    hole[holes] = y * wm + x
                     holes += 1
         if holes == 0:
             continue
@@ -141,7 +143,7 @@ def _fill_loop(flow, covered, valid, radius):  # pragma: no cover (compiled)
             # Few holes (most x264 frames: a median of 21 of 3268 cells): each one's window summed
             # directly costs less than the table (the same float64 sums, in another order: exact
             # for these values alike; bit for bit on 690 frames of real footage).
-            _fill_direct(flow, covered, f, radius)
+            _fill_direct(flow, covered, f, radius, hole[:holes])
             continue
         table[0, :, :] = 0.0
         table[:, 0, :] = 0.0
@@ -175,22 +177,19 @@ def _fill_loop(flow, covered, valid, radius):  # pragma: no cover (compiled)
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_direct(flow, covered, f, radius):  # pragma: no cover (compiled)
-    """``_fill_loop`` for frame ``f`` by summing each hole's window of covered cells."""
+def _fill_direct(flow, covered, f, radius, hole):  # pragma: no cover (compiled)
+    """``_fill_loop`` for frame ``f``'s ``hole`` cells (``y * Wm + x``), each by summing its
+    window's covered cells."""
     _, hm, wm = covered.shape
-    for y in range(hm):
-        ya, yb = max(y - radius, 0), min(y + radius + 1, hm)
-        for x in range(wm):
-            if covered[f, y, x]:
-                continue
-            xa, xb = max(x - radius, 0), min(x + radius + 1, wm)
-            s0, s1, count = 0.0, 0.0, 0
-            for yy in range(ya, yb):
-                for xx in range(xa, xb):
-                    if covered[f, yy, xx]:
-                        s0 += flow[f, yy, xx, 0]
-                        s1 += flow[f, yy, xx, 1]
-                        count += 1
-            if count > 0:
-                flow[f, y, x, 0] = np.float32(s0 / count)
-                flow[f, y, x, 1] = np.float32(s1 / count)
+    for k in range(hole.size):
+        cy, cx = hole[k] // wm, hole[k] % wm
+        s0, s1, count = 0.0, 0.0, 0
+        for y in range(max(cy - radius, 0), min(cy + radius + 1, hm)):
+            for x in range(max(cx - radius, 0), min(cx + radius + 1, wm)):
+                if covered[f, y, x]:
+                    s0 += flow[f, y, x, 0]
+                    s1 += flow[f, y, x, 1]
+                    count += 1
+        if count > 0:
+            flow[f, cy, cx, 0] = np.float32(s0 / count)
+            flow[f, cy, cx, 1] = np.float32(s1 / count)
