@@ -193,6 +193,28 @@ def test_intra_holes_take_the_mean_of_nearby_vectors():
     assert (flow[0, :, :2, 0][covered[0, :, :2]] == 2).all()  # covered cells are untouched
 
 
+@pytest.mark.parametrize("share", [0.995, 0.96, 0.9, 0.4], ids=["few-holes", "under-threshold", "over-threshold", "many-holes"])
+def test_holes_are_filled_as_defined_whichever_way_they_are_summed(share):
+    # Frames with few holes sum each hole's window, others read a summed-area table: both give
+    # the mean of the covered cells within the radius, as a loop over the definition does.
+    rng = np.random.default_rng(3)
+    n, hm, wm, r = 3, 23, 31, 4
+    flow = (rng.integers(-64, 64, (n, hm, wm, 2)) / 4).astype(np.float32)
+    covered = rng.random((n, hm, wm)) < share
+    flow[~covered] = 0
+    valid = np.array([True, False, True])
+    want = flow.copy()
+    for f in np.flatnonzero(valid):
+        for y, x in zip(*np.nonzero(~covered[f])):
+            win = covered[f, max(y - r, 0):y + r + 1, max(x - r, 0):x + r + 1]
+            if win.any():
+                want[f, y, x] = flow[f, max(y - r, 0):y + r + 1, max(x - r, 0):x + r + 1][win].astype(np.float64).mean(0)
+    got = flow.copy()
+    fill_holes(got, covered, valid, radius=r)
+    assert np.array_equal(got, want)
+    assert np.array_equal(got[1], flow[1])  # an invalid frame is left alone
+
+
 def test_paint_is_the_area_weighted_mean_of_overlapping_blocks():
     # Blocks on H.264's 4-px lattice against 8-px cells: whole, straddling cells, and reaching
     # past the grid's edges (a crop region cuts blocks at its border).
