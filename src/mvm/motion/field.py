@@ -190,13 +190,11 @@ def _accumulate(span: np.ndarray, lo: int, idx: np.ndarray, first: int | None) -
     # cum(idx[k]) - cum(idx[k-1]). Only the sums at the samples' frames are kept.
     pos = np.unique(np.concatenate([idx - lo, [] if first is None else [first - lo]]).astype(np.int64))
     n, hm, wm, _ = span.shape
-    cum = np.empty((pos.size, hm, wm * 2), np.float64)
-    out = np.empty((idx.size, hm, wm, 2), np.float32)
     # Rows of cells as runs of 2 * Wm values (span may be a crop of the computed cells: read in
     # place); the whole field as one run when it is contiguous, which the compiler vectorises.
-    nr = 1 if span.flags.c_contiguous else hm
-    shape = (nr, hm * wm * 2 // nr)
-    cum = cum.reshape(pos.size, *shape)
+    shape = (1, hm * wm * 2) if span.flags.c_contiguous else (hm, wm * 2)
+    cum = np.empty((pos.size, *shape), np.float64)
+    out = np.empty((idx.size, hm, wm, 2), np.float32)
     _cumsum_at(span.reshape(n, *shape), pos, cum)
     at = np.searchsorted(pos, idx - lo)
     from_ = -1 if first is None else int(np.searchsorted(pos, first - lo))
