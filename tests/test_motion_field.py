@@ -92,6 +92,9 @@ def test_repeated_reversed_and_out_of_range_indices():
     assert not out[3:].any()
     rev = clip_motion(f, np.array([8, 6, 4]))
     np.testing.assert_allclose(rev[1:, 0, 0], [[-2.0, 1.0]] * 2)
+    # a reversed clip with room after it: sample 0 is the negated motion of the stride after
+    rev = clip_motion(constant_field(frames=12), np.array([8, 6, 4]))
+    np.testing.assert_allclose(rev[:, 0, 0], [[-2.0, 1.0]] * 3)
     clamped = clip_motion(f, np.array([8, 9, 12, 15]))
     assert not clamped[2:].any()
     single = clip_motion(f, np.array([3]))
@@ -171,8 +174,9 @@ def gop_videos(tmp_path_factory):
 @pytest.mark.parametrize("stride", [2, 4])
 def test_motion_for_clip_equals_the_whole_video_path(gop_videos, refs, bframes, stride):
     decoded = gop_videos[refs, bframes]
-    for start in (0, 1, 3, 9, 16 - stride, 17, 32 - 6 * stride):  # at the start, around the I-frame, at the end
-        idx = np.arange(start, start + 6 * stride, stride)
+    for start in (0, 1, 3, 9, 16 - stride, 17, 32 - 6 * stride, -1):  # at the start, around the I-frame, at the end
+        # (-1: a reversed clip, whose sample 0 reads the stride after its first frame)
+        idx = np.arange(start, start + 6 * stride, stride) if start >= 0 else np.arange(20, 20 - 6 * stride, -stride)
         want = clip_motion(frame_motion(decoded, block=4), idx)
         got, block = motion_for_clip(decoded, idx, block=4)
         assert block == 4 and got.shape == want.shape and got.dtype == np.float32

@@ -181,7 +181,9 @@ def _clip_span(indices: np.ndarray, num_frames: int) -> tuple[np.ndarray, int | 
     stride = int(idx[1] - idx[0]) if idx.size > 1 else 1
     first = int(idx[0]) - stride if 0 <= idx[0] - stride < num_frames else None
     lo = int(min(idx.min(), first if first is not None else idx.min()))
-    return idx, first, lo, int(idx.max())
+    # (a reversed clip's sample 0 reaches the stride after its first frame: past idx.max())
+    hi = int(max(idx.max(), first if first is not None else idx.max()))
+    return idx, first, lo, hi
 
 
 def _accumulate(span: np.ndarray, lo: int, idx: np.ndarray, first: int | None) -> np.ndarray:
