@@ -459,3 +459,27 @@ def test_frames_the_decode_skipped_are_no_candidate_reference():
         target = frame + sign * cand
         hits = [types[t] for t in target[cand > 0]]
         assert hits and "b" not in hits  # B and anchors yes, skipped frames never
+
+
+@pytest.mark.parametrize("types,nf", [("IBBPBBPBBP", 10), ("IPPPPPPP", 8), ("IBbbPBbbPbbP", 12), ("PB?bI", 7),
+                                      ("bbbb", 4), ("", 3), ("IBBPBBPBBPBB", 9)])
+def test_candidate_tables_follow_their_rules(types, nf):
+    """Each row: the nearest I/P frame that way, then 1, 2, 3 frames, then the next two I/P frames;
+    a distance that leaves the decoded frames or lands on a skipped frame is 0, every distance is
+    tried once, and a row without an I/P frame that way is all zeros."""
+    past, future = codec_mod._candidates(list(types), nf)
+    assert past.dtype == future.dtype == np.int64 and past.shape == future.shape == (nf, 6)
+    assert not past.flags.writeable  # shared between windows of the same pattern
+    for sign, table in ((-1, past), (1, future)):
+        for f in range(nf):
+            anchors = [abs(g - f) for g in range(f + sign, -1 if sign < 0 else nf, sign)
+                       if g < len(types) and types[g] in "IP?"][:3]
+            if not anchors:
+                assert not table[f].any()
+                continue
+            want = []
+            for d in [anchors[0], 1, 2, 3, *anchors[1:], *[0] * (3 - len(anchors))]:
+                t = f + sign * d
+                ok = d > 0 and 0 <= t < nf and not (t < len(types) and types[t] == "b") and d not in want
+                want.append(d if ok else 0)
+            assert table[f].tolist() == want, (types, sign, f)
