@@ -2,6 +2,7 @@
 
     PYTHONPATH=src .venv/bin/python benchmarks/motion_stages.py                           # x264 defaults, ~1 min
     PYTHONPATH=src .venv/bin/python benchmarks/motion_stages.py --motion-frames all --encoding prepared
+    PYTHONPATH=src .venv/bin/python benchmarks/motion_stages.py --repeat 4 --decode-split     # ~2 min
 
 Items without and with codec motion alternate in one process (as ``bench_loader.py --part
 paired``), each timed ``--passes`` times; per item the pass with the least CPU time is kept and
@@ -9,6 +10,8 @@ split into the decode (``decode_video``), the motion field (``motion_for_clips``
 token grid (``ClipTransform.motion_tokens``) and the rest (crop, resize, normalise). ``--export``
 adds what FFmpeg's vector export and reading the vectors cost per decoded frame: a whole-file
 decode without ``export_mvs``, with it, and with it plus mvm's copy of each frame's vectors.
+``--decode-split`` splits the motion item's extra decode time into its luma planes, its vector
+copies and the stride of frames before the clip (:func:`decode_split`).
 """
 
 from __future__ import annotations
@@ -76,6 +79,66 @@ def stages(args: argparse.Namespace, paths: list[Path]) -> dict:
     return out
 
 
+def decode_split(args: argparse.Namespace, paths: list[Path]) -> dict:
+    """Where the motion item's extra decode time goes (ms per item): the dataset's own
+    ``decode_video`` calls for ``--items`` items without and with motion are recorded, then
+    replayed alternating (least CPU of ``--passes`` per item) as they are, and with the motion
+    call changed one step at a time: no luma planes kept (``_LumaPlanes.add`` does nothing), no
+    vectors copied either (``_vectors`` returns None; the side data is still fetched), and
+    decoding from the plain item's start (without the stride before the clip that sample 0's
+    motion sums). The differences between them are the costs of those steps."""
+    from mvm.data import datasets, video_io
+    from mvm.data.loader import retain_heap
+
+    retain_heap()
+    sub = argparse.Namespace(frames=16, stride=4, size=224, repeats=[args.repeat], motion_frames=args.motion_frames)
+    variants = variant_fns(sub, paths)
+    calls: dict[str, list] = {"plain": [], "motion": []}
+    decode, add, vectors = datasets.decode_video, video_io._LumaPlanes.add, video_io._vectors
+    for key in calls:
+        datasets.decode_video = lambda *a, _key=key, **k: calls[_key].append((a, k)) or decode(*a, **k)
+        try:
+            for i in range(args.items):
+                variants[f"{key}_r{args.repeat}"][1](i)
+        finally:
+            datasets.decode_video = decode
+
+    def motion(i: int, luma: bool = True, vecs: bool = True, plain_start: bool = False) -> None:
+        a, k = calls["motion"][i]
+        if plain_start:  # the same window from the plain item's first frame
+            cut = calls["plain"][i][1]["start"] - k["start"]
+            k = {**k, "start": k["start"] + cut, "max_frames": k["max_frames"] - cut, "rgb": k["rgb"] - cut}
+        video_io._LumaPlanes.add = add if luma else (lambda self, frame: None)
+        video_io._vectors = vectors if vecs else (lambda side_data: None)
+        try:
+            decode(*a, **k)
+        finally:
+            video_io._LumaPlanes.add, video_io._vectors = add, vectors
+
+    replay = {"plain": lambda i: decode(*calls["plain"][i][0], **calls["plain"][i][1]),
+              "motion": motion,
+              "motion_from_plain_start": lambda i: motion(i, plain_start=True),
+              "motion_no_luma": lambda i: motion(i, luma=False),
+              "motion_no_luma_no_vector_copy": lambda i: motion(i, luma=False, vecs=False)}
+    names = list(replay)
+    for name in names:
+        replay[name](0)
+    cpu = {n: np.zeros((args.passes, args.items)) for n in names}
+    for p in range(args.passes):
+        for i in range(args.items):
+            for name in names if (i + p) % 2 == 0 else names[::-1]:
+                c = time.process_time()
+                replay[name](i)
+                cpu[name][p, i] = time.process_time() - c
+    ms = {n: round(1000 * float(cpu[n].min(0).mean()), 2) for n in names}
+    return {"ms_per_item_cpu": ms, "extra_ms": {
+        "total": round(ms["motion"] - ms["plain"], 2),
+        "stride_before_clip": round(ms["motion"] - ms["motion_from_plain_start"], 2),
+        "luma_planes": round(ms["motion"] - ms["motion_no_luma"], 2),
+        "vector_copies": round(ms["motion_no_luma"] - ms["motion_no_luma_no_vector_copy"], 2),
+        "rest (export, side data, pict types)": round(ms["motion_no_luma_no_vector_copy"] - ms["plain"], 2)}}
+
+
 def export_cost(path: Path, repeats: int = 4) -> dict:
     """ms per decoded frame: no export, export, export + mvm's copy of the vectors (least of ``repeats``)."""
     import av
@@ -117,12 +180,17 @@ def main() -> None:
     p.add_argument("--items", type=int, default=18)
     p.add_argument("--passes", type=int, default=3)
     p.add_argument("--export", action="store_true", help="also the per-frame cost of exporting and reading vectors")
+    p.add_argument("--decode-split", action="store_true",
+                   help="also the motion item's extra decode time split into luma planes, vector copies and the "
+                        "stride before the clip")
     args = p.parse_args()
     files = make_kinetics_like(args.real, args.footage)[args.encoding]
     result = {"encoding": args.encoding, "motion_frames": args.motion_frames, "repeat": args.repeat,
               "items": args.items, "passes": args.passes, "ms_per_item_cpu": stages(args, files)}
     if args.export:
         result["export"] = [export_cost(f) for f in files]
+    if args.decode_split:
+        result["decode_split"] = decode_split(args, files)
     print(json.dumps(result, indent=1))
 
 
