@@ -2,7 +2,7 @@
 
     PYTHONPATH=src .venv/bin/python benchmarks/motion_stages.py                           # x264 defaults, ~1 min
     PYTHONPATH=src .venv/bin/python benchmarks/motion_stages.py --motion-frames all --encoding prepared
-    PYTHONPATH=src .venv/bin/python benchmarks/motion_stages.py --repeat 4 --decode-split     # ~2 min
+    PYTHONPATH=src .venv/bin/python benchmarks/motion_stages.py --repeat 4 --decode-split     # ~30 s (18 items)
 
 Items without and with codec motion alternate in one process (as ``bench_loader.py --part
 paired``), each timed ``--passes`` times; per item the pass with the least CPU time is kept and
