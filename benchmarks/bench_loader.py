@@ -407,6 +407,21 @@ def _whole_luma(window):
                                luma_rows=None)
 
 
+def alternating_cpu(fns: dict, items: int, passes: int) -> dict[str, np.ndarray]:
+    """``{name: [passes, items]}`` CPU seconds of ``fns[name](i)`` for items ``0 .. items-1``, the
+    variants called one after another item by item, their order reversed every other call (so
+    no variant always runs first, in the cache state another left)."""
+    names = list(fns)
+    cpu = {n: np.zeros((passes, items)) for n in names}
+    for p in range(passes):
+        for i in range(items):
+            for name in names if (i + p) % 2 == 0 else names[::-1]:
+                c = time.process_time()
+                fns[name](i)
+                cpu[name][p, i] = time.process_time() - c
+    return cpu
+
+
 def paired(args: argparse.Namespace) -> dict:
     """Items without and with motion alternating item by item in one process, as a loader
     worker runs them (heap retained), every item timed ``--passes`` times.
@@ -433,13 +448,7 @@ def paired(args: argparse.Namespace) -> dict:
             for name in names:
                 for i in range(args.warmup):
                     variants[name][1](10_000 + i)
-            cpu = {n: np.zeros((args.passes, args.items)) for n in names}
-            for p in range(args.passes):
-                for i in range(args.items):
-                    for name in names if (i + p) % 2 == 0 else names[::-1]:
-                        c = time.process_time()
-                        variants[name][1](i)
-                        cpu[name][p, i] = time.process_time() - c
+            cpu = alternating_cpu({n: variants[n][1] for n in names}, args.items, args.passes)
             least = {n: float(cpu[n].min(0).sum()) for n in names}
             result.setdefault(enc, {})[f"r{r}"] = {
                 "ms_per_item_cpu": {n: round(1000 * least[n] / args.items, 1) for n in names},
@@ -539,13 +548,7 @@ def pixels_part(args: argparse.Namespace) -> dict:
             for fn in variants.values():
                 for i in range(args.warmup):
                     fn(10_000 + i)
-            cpu = {n: np.zeros((args.passes, args.items)) for n in variants}
-            for p in range(args.passes):
-                for i in range(args.items):
-                    for name in list(variants)[:: 1 if (i + p) % 2 == 0 else -1]:
-                        c = time.process_time()
-                        variants[name](i)
-                        cpu[name][p, i] = time.process_time() - c
+            cpu = alternating_cpu(variants, args.items, args.passes)
             least = {n: float(cpu[n].min(0).sum()) for n in variants}
             result.setdefault(enc, {})[f"r{r}"] = {
                 "ms_per_item_cpu": {n: round(1000 * least[n] / args.items, 1) for n in variants},

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_loader import make_kinetics_like, variant_fns  # noqa: E402
+from bench_loader import alternating_cpu, make_kinetics_like, variant_fns  # noqa: E402
 
 
 def stages(args: argparse.Namespace, paths: list[Path]) -> dict:
@@ -123,13 +123,7 @@ def decode_split(args: argparse.Namespace, paths: list[Path]) -> dict:
     names = list(replay)
     for name in names:
         replay[name](0)
-    cpu = {n: np.zeros((args.passes, args.items)) for n in names}
-    for p in range(args.passes):
-        for i in range(args.items):
-            for name in names if (i + p) % 2 == 0 else names[::-1]:
-                c = time.process_time()
-                replay[name](i)
-                cpu[name][p, i] = time.process_time() - c
+    cpu = alternating_cpu(replay, args.items, args.passes)
     ms = {n: round(1000 * float(cpu[n].min(0).mean()), 2) for n in names}
     return {"ms_per_item_cpu": ms, "extra_ms": {
         "total": round(ms["motion"] - ms["plain"], 2),
