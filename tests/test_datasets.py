@@ -12,6 +12,7 @@ import torch
 from mvm.config import DataConfig
 from mvm.data.datasets import EpochSampler, VideoDataset, collate_items
 from mvm.data.formats import DataSourceError, open_source, scan_folder
+from mvm.data.transforms import ClipTransform
 from mvm.data.video_io import encode_video
 from mvm.grid import TokenGrid
 
@@ -330,19 +331,38 @@ def test_repeat_mode_frames_shares_one_clip_and_clips_draws_own_starts(videos):
     assert len({int(c[0]) for c in clips}) > 1  # each repeat its own start
 
 
-def test_repeats_of_one_clip_gather_its_frames_once(videos, monkeypatch):
-    from mvm.data.video_io import DecodedVideo
+def test_each_repeat_reads_only_its_crop_and_gets_the_pixels_of_the_whole_frames(tmp_path, monkeypatch):
+    from mvm.data.video_io import DecodedVideo, HeldFrames
 
-    gathers = []
-    real = DecodedVideo.pixels
-    monkeypatch.setattr(DecodedVideo, "pixels", lambda self, idx: gathers.append(len(idx)) or real(self, idx))
-    entries = [(str(videos / f"v{i}.mp4"), i) for i in range(2)]
-    item = VideoDataset(entries, GRID, _cfg(repeat=4, repeat_mode="frames"), train=True, seed=2)[1]
-    assert len(gathers) == 1 and item["video"].shape[0] == 4  # one gather, four crops
-    assert len({tuple(v.flatten()[:64].tolist()) for v in item["video"]}) > 1  # the crops still differ
-    gathers.clear()
-    VideoDataset(entries, GRID, _cfg(repeat=4, repeat_mode="clips"), train=True, seed=2)[1]
-    assert len(gathers) == 4  # own starts: a gather each
+    y, x = np.mgrid[0:40, 0:48]
+    for i in range(2):  # patterns that move (codec motion needs vectors), B-frames (frames held unconverted)
+        frames = np.stack([np.stack([(x * 5 + y * 3 + (2 + i) * t) % 256, (x * 2 - 3 * t) % 256, (y * 7 + t) % 256], -1)
+                           for t in range(24)]).astype(np.uint8)
+        encode_video(tmp_path / f"v{i}.mp4", frames, gop=24, bframes=2, refs=2)
+
+    reads, params = [], []
+    real, draw = DecodedVideo.pixels, ClipTransform.draw
+    monkeypatch.setattr(DecodedVideo, "pixels", lambda self, idx, box=None: reads.append((self, idx, box))
+                        or real(self, idx, box))
+    monkeypatch.setattr(ClipTransform, "draw", lambda self, *a: params.append(draw(self, *a)) or params[-1])
+    entries = [(str(tmp_path / f"v{i}.mp4"), i) for i in range(2)]
+    for mode in ("frames", "clips"):
+        for motion in ("none", "codec"):
+            reads.clear()
+            params.clear()
+            ds = VideoDataset(entries, GRID, _cfg(repeat=4, repeat_mode=mode, motion=motion), train=True, seed=2,
+                              with_motion=motion == "codec")
+            item = ds[1]
+            assert len(reads) == 4 and all(box is not None for _, _, box in reads)  # a crop each, not the frames
+            # codec motion's decode holds the clips' frames unconverted until their crops are read
+            assert isinstance(reads[0][0].rgb_frames, HeldFrames) == (motion == "codec")
+            assert [box for _, _, box in reads] == [p[:4] for p in params]
+            # the same pixels as transforming each repeat's whole frames with its crop and flip
+            for k, (window, idx, _) in enumerate(reads):
+                out = torch.empty_like(item["video"][k])
+                ds.transform(real(window, idx), None, None, out=out, params=params[k])
+                assert torch.equal(out, item["video"][k])
+            assert len({tuple(v.flatten()[:64].tolist()) for v in item["video"]}) > 1  # the crops differ
 
 
 def test_motion_frames_references_skips_unshown_b_frames_and_keeps_the_clip(tmp_path):

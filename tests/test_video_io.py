@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mvm.data.video_io import VideoDecodeError, count_frames, decode_video, encode_video, frame_index
+from mvm.data.video_io import (
+    HeldFrames,
+    VideoDecodeError,
+    count_frames,
+    decode_video,
+    encode_video,
+    frame_index,
+)
 
 
 def _frames(t: int, size: int = 32) -> np.ndarray:
@@ -148,10 +155,26 @@ def test_rgb_converts_only_the_asked_frames_and_keeps_every_vector(tmp_path):
     assert part.num_frames == 20 and part.frames.shape == (20, 32, 48, 3) and not part.frames.any()
     assert part.rgb.tolist() == [-1, -1, 0, -1, -1, -1, 1, -1, -1, -1, 2] + [-1] * 9
     assert np.array_equal(part.pixels(np.array([2, 10, 6])), full.frames[[7, 15, 11]])
-    # all the converted frames in order: those frames themselves, not a copy; any other order copies
-    assert part.pixels(np.array([2, 6, 10])) is part.rgb_frames
-    assert not np.shares_memory(part.pixels(np.array([2, 10, 6])), part.rgb_frames)
+    # the asked frames are held as decoded (half of RGB's bytes) and converted by each read
+    assert isinstance(part.rgb_frames, HeldFrames) and part.rgb_frames.shape == (3, 32, 48, 3)
+    assert part.nbytes >= 3 * 32 * 48 * 3
+    first = part.pixels(np.array([2, 6, 10]))
+    assert np.array_equal(first, full.frames[[7, 11, 15]])
+    assert not np.shares_memory(first, part.pixels(np.array([2, 6, 10])))
+    # a crop is converted and cut in one go, the same pixels as cropping the whole frames
+    crop = part.pixels(np.array([10, 2]), box=(3, 5, 20, 31))
+    assert crop.shape == (2, 20, 31, 3) and crop.flags.c_contiguous
+    assert np.array_equal(crop, full.frames[[15, 7], 3:23, 5:36])
+    # converted frames in order: those frames themselves, not a copy; any other order copies
     assert full.pixels(np.arange(full.num_frames)) is full.frames
+    assert not np.shares_memory(full.pixels(np.array([2, 1])), full.frames)
+    crop = full.pixels(np.array([4, 1]), box=(0, 0, 32, 48))
+    assert np.array_equal(crop, full.frames[[4, 1]]) and crop.flags.c_contiguous
+    for bad in ((-1, 0, 4, 4), (0, 0, 33, 4), (0, 45, 4, 4), (0, 0, 0, 4)):
+        with pytest.raises(ValueError, match="outside 32x48"):
+            part.pixels(np.array([2]), box=bad)
+        with pytest.raises(ValueError, match="outside 32x48"):
+            full.pixels(np.array([2]), box=bad)
     assert part.pict_types == full.pict_types[5:25]
     for a, b in zip(part.motion_vectors[1:], full.motion_vectors[6:25]):  # after the first, as decoded
         assert (a is None) == (b is None) and (a is None or np.array_equal(a, b))

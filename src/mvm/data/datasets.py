@@ -168,18 +168,15 @@ class VideoDataset(torch.utils.data.Dataset):
                       min(p[1] for p in params), max(p[1] + p[3] for p in params))
             fields = _clips_motion(window, clips, self.motion_source, entry.path, region)
         # Repeats are written straight into their rows of one [R, 3, T, S, S] tensor (no stack copy).
-        # Repeats that show the same frames (data.repeat_mode="frames") gather them once: a clip's
-        # 16 RGB frames at 340x604 are 9.9 MB, about 0.84 ms a gather, 2.5 ms of a repeat-4 item.
-        # (A decode that kept or converted only the clip's frames hands them over without a copy.)
+        # Each clip's crop is read straight from the decoded frames (one copy of the crop; a clip's
+        # 16 whole RGB frames at 340x604 are 9.9 MB, about 0.84 ms a gather), and frames a decode
+        # held unconverted are converted right there, while the crop is read (HeldFrames).
         s = self.transform.size
         videos = torch.empty(len(clips), 3, len(clips[0]), s, s,
                              dtype=torch.uint8 if self.pixels == "uint8" else torch.float32)
-        gathered: dict[bytes, np.ndarray] = {}
-        for k, (idx, crop) in enumerate(zip(clips, params)):
-            key = np.asarray(idx, np.int64).tobytes()
-            if key not in gathered:
-                gathered[key] = window.pixels(idx)
-            self.transform(gathered[key], None, None, out=videos[k], params=crop)
+        for k, (idx, (y0, x0, ch, cw, flip)) in enumerate(zip(clips, params)):
+            clip = window.pixels(idx, box=(y0, x0, ch, cw))
+            self.transform(clip, None, None, out=videos[k], params=(0, 0, ch, cw, flip))
         if not self.with_motion:
             tokens = torch.zeros(len(clips), *self.grid.shape, 2)
         else:  # after the pixels: the repeats' motion one after the other (their shared field stays

@@ -77,7 +77,9 @@ class DecodedVideo:
             ``[T]`` int64, the row of ``rgb_frames`` holding frame t's pixels (-1: not converted),
             and ``frames`` is a read-only all-zero ``[T, H, W, 3]`` view taking no memory (its shape
             is what the motion field reads); :meth:`pixels` reads the converted frames.
-        rgb_frames: ``[K, H, W, 3]`` uint8, the converted frames (None when ``rgb`` is None).
+        rgb_frames: ``[K, H, W, 3]`` uint8, the converted frames (None when ``rgb`` is None). A
+            decode with ``rgb=`` holds them unconverted instead (:class:`HeldFrames`, ``shape``
+            ``[K, H, W, 3]`` too), and :meth:`pixels` converts what it is asked for.
         luma: ``[T, H, W]`` uint8, every frame's coded luma plane (decodes with motion vectors of
             streams that may reference farther than the previous frame; None otherwise): what
             the codec's reference check compares. ``[K, H, W]`` when ``luma_rows`` is set.
@@ -94,7 +96,7 @@ class DecodedVideo:
     start: int = 0
     max_refs: int | None = None
     rgb: np.ndarray | None = None
-    rgb_frames: np.ndarray | None = None
+    rgb_frames: np.ndarray | HeldFrames | None = None
     luma: np.ndarray | None = None
     luma_rows: np.ndarray | None = None
 
@@ -119,14 +121,20 @@ class DecodedVideo:
             raise ValueError("this decode kept no luma planes")
         return self.luma[t if self.luma_rows is None else int(self.luma_rows[t])]
 
-    def pixels(self, idx: np.ndarray) -> np.ndarray:
-        """``[len(idx), H, W, 3]`` uint8 pixels of frames ``idx``: the stored frames themselves
-        when ``idx`` is all of them in order (what a decode that kept or converted only a clip's
-        frames holds: no copy of 16 frames, 9.9 MB at 340x604), else a copy. Read it, do not
-        write to it (it may be a decode cache's frames).
+    def pixels(self, idx: np.ndarray, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """``[len(idx), H, W, 3]`` uint8 pixels of frames ``idx``.
+
+        Without ``box``: the stored frames themselves when ``idx`` is all of them in order (what
+        a decode that kept only a clip's frames holds: no copy of 16 frames, 9.9 MB at 340x604),
+        else a copy. Read it, do not write to it (it may be a decode cache's frames). With ``box
+        = (y0, x0, h, w)``: only that crop of each frame, ``[len(idx), h, w, 3]``, one contiguous
+        copy (a clip's crop read straight from the stored frames, not gathered whole first).
+        Frames held unconverted (``decode_video(rgb=...)``) are converted by each call, into the
+        array it returns.
 
         Raises:
-            ValueError: a frame that ``decode_video(rgb=...)`` did not convert.
+            ValueError: a frame that ``decode_video(rgb=...)`` did not convert, or a box outside
+                the frame.
         """
         if self.rgb is None:
             stored, rows = self.frames, np.asarray(idx)
@@ -134,6 +142,14 @@ class DecodedVideo:
             stored, rows = self.rgb_frames, self.rgb[idx]
             if (rows < 0).any():
                 raise ValueError(f"frames {np.asarray(idx)[rows < 0].tolist()} were decoded without their pixels")
+        if box is not None:
+            y0, x0, h, w = box
+            if y0 < 0 or x0 < 0 or h < 1 or w < 1 or y0 + h > stored.shape[1] or x0 + w > stored.shape[2]:
+                raise ValueError(f"box {tuple(box)} (y0, x0, h, w) outside {stored.shape[1]}x{stored.shape[2]} frames")
+        if isinstance(stored, HeldFrames):
+            return stored.rgb(rows, box)
+        if box is not None:  # (an integer array on the first axis: one copy of just the crops)
+            return stored[rows, y0:y0 + h, x0:x0 + w]
         if rows.ndim == 1 and rows.size == len(stored) and (rows == np.arange(rows.size)).all():
             return stored
         return stored[rows]
@@ -145,7 +161,8 @@ class DecodedVideo:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: frames (the converted ones after ``rgb=``), luma planes and motion vectors."""
+        """Bytes held: frames (the converted ones after ``rgb=``, counted as RGB), luma planes and
+        motion vectors."""
         pixels = self.frames if self.rgb_frames is None else self.rgb_frames
         return int(pixels.nbytes) + (0 if self.luma is None else int(self.luma.nbytes)) + sum(int(mv.nbytes) for mv in self.motion_vectors if mv is not None)
 
@@ -291,9 +308,12 @@ def decode_video(
             converted to RGB (the conversion and the stacking are a fifth of a training item).
             ``frames``, ``motion_vectors`` and ``pict_types`` then hold the kept frames only, in
             order, and ``max_frames`` still counts every frame. None: keep all.
-        rgb: sorted offsets from ``start`` of the frames to convert to RGB; the others keep their
-            place, vectors and picture type, but not their pixels (see ``DecodedVideo.rgb``). For
-            codec motion of single-reference streams, which reads no pixels. None: convert all.
+        rgb: sorted offsets from ``start`` of the frames whose RGB is wanted; the others keep their
+            place, vectors and picture type, but not their pixels (see ``DecodedVideo.rgb``). The
+            wanted frames are held as decoded and converted when ``DecodedVideo.pixels`` first
+            reads them (:class:`HeldFrames`: codec motion's field then runs before the conversion
+            fills the cache). For codec motion, which needs every frame's vectors but the clips'
+            pixels only. None: convert all, as they are decoded.
         skip_unreferenced: with ``pts``, ``rgb`` and ``with_motion``: frames outside ``rgb`` that no
             other frame refers to (most B-frames) are not decoded at all. They keep their place
             with no vectors, picture type ``"b"``, no pixels and a zero luma plane (one plane
@@ -350,21 +370,75 @@ def decode_video(
     have = [f for f in frames if f is not None]
     if not have:  # the decode stopped before the first frame asked for in RGB
         raise VideoDecodeError(path, "no_frames", "none of the frames asked for in RGB decoded")
-    if len({f.shape for f in have}) > 1:
+    held = rgb is not None
+    if held and len({(f.height, f.width) for f in have}) > 1:  # (rare: converted now, resized below)
+        frames = [None if f is None else _rgb(f) for f in frames]
+        have = [f for f in frames if f is not None]
+        held = False
+    if not held and len({f.shape for f in have}) > 1:
         # Resolution changes mid-stream: bring every frame to the first frame's size (the luma
         # planes are dropped: the reference check then reads the frames' green channel).
         frames = [None if f is None else _resize_np(f, have[0].shape[:2]) for f in frames]
         have = [f for f in frames if f is not None]
-    if luma is None or luma.shape[1:] != have[0].shape[:2]:
+    shape = (have[0].height, have[0].width, 3) if held else have[0].shape
+    if luma is None or luma.shape[1:] != shape[:2]:
         luma = luma_rows = None
-    if len(have) == len(frames):
+    if len(have) == len(frames) and not held:
         return DecodedVideo(np.stack(frames), fps, codec, mvs, types, start=start, max_refs=refs, luma=luma,
                             luma_rows=luma_rows)
     rows = np.cumsum([f is not None for f in frames]) - 1
     rows[[f is None for f in frames]] = -1
-    zeros = np.broadcast_to(np.zeros((), np.uint8), (len(frames), *have[0].shape))  # no memory
+    zeros = np.broadcast_to(np.zeros((), np.uint8), (len(frames), *shape))  # no memory
     return DecodedVideo(zeros, fps, codec, mvs, types, start=start, max_refs=refs, rgb=rows,
-                        rgb_frames=np.stack(have), luma=luma, luma_rows=luma_rows)
+                        rgb_frames=HeldFrames(have) if held else np.stack(have), luma=luma, luma_rows=luma_rows)
+
+
+def _rgb(frame: av.VideoFrame) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB of a decoded frame."""
+    # One scaler thread: FFmpeg's default starts threads per frame, which fails with EAGAIN
+    # under load (many loader workers) and only competes with the other workers for cores.
+    return frame.to_ndarray(format="rgb24", threads=1)
+
+
+class HeldFrames:
+    """Decoded frames held in the decoder's own pixel format until their RGB is first read
+    (:meth:`DecodedVideo.pixels`); each frame is converted once, when a read first asks for it.
+
+    A decode with codec motion used to convert the clips' frames to RGB as they came out. Those
+    writes (about 25 MB for the 40-odd frames of a repeat-4 item at 604x340, against a 32 MB
+    last-level cache) pushed out the luma planes the reference check reads next, and the RGB was
+    cold again by the time the clips were cropped. Held, the motion field runs first on warm
+    planes, and a clip's frames are converted right before its crop reads them
+    (docs/benchmarks.md, "Eighteenth session").
+
+    Attributes:
+        shape: ``(K, H, W, 3)``, that of the RGB frames they stand for.
+    """
+
+    def __init__(self, frames: list[av.VideoFrame]) -> None:
+        self.frames: list[av.VideoFrame | None] = list(frames)  # (None once converted: let go)
+        self.converted: list[np.ndarray | None] = [None] * len(frames)
+        self.shape = (len(frames), frames[0].height, frames[0].width, 3)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes of the RGB frames they stand for (what a converted decode holds)."""
+        return int(np.prod(self.shape))
+
+    def rgb(self, rows: np.ndarray, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """``[len(rows), H, W, 3]`` (with ``box = (y0, x0, h, w)``: ``[len(rows), h, w, 3]``)
+        uint8 RGB of frames ``rows``, a new array."""
+        rows = np.asarray(rows).reshape(-1)
+        y0, x0, h, w = (0, 0, *self.shape[1:3]) if box is None else box
+        out = np.empty((rows.size, h, w, 3), np.uint8)
+        for j, r in enumerate(rows.tolist()):
+            if self.converted[r] is None:
+                self.converted[r], self.frames[r] = _rgb(self.frames[r]), None
+            out[j] = self.converted[r][y0:y0 + h, x0:x0 + w]
+        return out
 
 
 def _configure(stream: av.video.stream.VideoStream, with_motion: bool, threads: int) -> None:
@@ -441,10 +515,10 @@ def _decode_frames(container: av.container.InputContainer, stream: av.video.stre
                 if max_frames is not None and seen >= max_frames:
                     break
                 continue
-            # One scaler thread: FFmpeg's default starts threads per frame, which fails with EAGAIN
-            # under load (many loader workers) and only competes with the other workers for cores.
-            frames.append(frame.to_ndarray(format="rgb24", threads=1)
-                          if convert is None or seen - 1 in convert else None)
+            if convert is None:
+                frames.append(_rgb(frame))
+            else:  # held as decoded, converted when read (HeldFrames)
+                frames.append(frame if seen - 1 in convert else None)
             types.append(_pict_type(frame))
             if lumas is not None:
                 lumas.add(frame)
