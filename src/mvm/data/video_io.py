@@ -405,9 +405,10 @@ class HeldFrames:
     (:meth:`DecodedVideo.pixels`); each frame is converted once, when a read first asks for it.
 
     A decode with codec motion used to convert the clips' frames to RGB as they came out. Those
-    writes (about 25 MB for the 40-odd frames of a repeat-4 item at 604x340, against a 32 MB
-    last-level cache) pushed out the luma planes the reference check reads next, and the RGB was
-    cold again by the time the clips were cropped. Held, the motion field runs first on warm
+    writes (9.9 MB for a clip's 16 frames at 604x340, on top of the window's 40-odd luma planes,
+    8.6 MB, and the decoder's own frames, against a 32 MB last-level cache that the other core
+    shares) pushed out the luma planes the reference check reads next, and the RGB was cold again
+    by the time the clips were cropped. Held, the motion field runs first on warm
     planes, and a clip's frames are converted right before its crop reads them
     (docs/benchmarks.md, "Eighteenth session").
 
