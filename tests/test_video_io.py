@@ -196,6 +196,25 @@ def test_image_folder_honours_start(tmp_path):
     assert part.start == 2 and np.array_equal(part.frames, frames[2:5])
 
 
+def test_held_frames_of_a_stream_whose_size_changes_are_converted_and_resized(tmp_path):
+    def moving(h, w):
+        y, x = np.mgrid[0:h, 0:w]
+        return np.stack([np.stack([(x * 5 + y * 3 + 2 * t) % 256, (x * 2 - 3 * t) % 256, (y * 7 + t) % 256], -1)
+                         for t in range(10)]).astype(np.uint8)
+
+    encode_video(tmp_path / "a.h264", moving(32, 48), gop=10, bframes=2, refs=2)
+    encode_video(tmp_path / "b.h264", moving(40, 64), gop=10, bframes=2, refs=2)
+    # one raw H.264 stream whose second half has another size (a new sequence parameter set)
+    (tmp_path / "c.h264").write_bytes((tmp_path / "a.h264").read_bytes() + (tmp_path / "b.h264").read_bytes())
+    full = decode_video(tmp_path / "c.h264", with_motion=True)
+    assert full.frames.shape == (20, 32, 48, 3) and full.luma is None  # brought to the first size
+    shown = np.array([1, 5, 12, 17])
+    part = decode_video(tmp_path / "c.h264", with_motion=True, rgb=shown)
+    assert isinstance(part.rgb_frames, np.ndarray)  # not held: converted and resized at once
+    assert np.array_equal(part.pixels(shown), full.frames[shown])
+    assert np.array_equal(part.pixels(shown[::-1], box=(2, 3, 20, 30)), full.frames[shown[::-1], 2:22, 3:33])
+
+
 def test_luma_planes_grow_and_give_up_on_a_size_change():
     import av
 
