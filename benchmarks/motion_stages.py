@@ -7,7 +7,9 @@
 Items without and with codec motion alternate in one process (as ``bench_loader.py --part
 paired``), each timed ``--passes`` times; per item the pass with the least CPU time is kept and
 split into the decode (``decode_video``), the motion field (``motion_for_clips``), the motion's
-token grid (``ClipTransform.motion_tokens``) and the rest (crop, resize, normalise). ``--export``
+token grid (``ClipTransform.motion_tokens``) and the rest (crop, resize, normalise). Since the
+eighteenth session the motion item's decode holds the shown frames unconverted
+(``HeldFrames``): their RGB conversion counts in its rest, and in the plain item's decode. ``--export``
 adds what FFmpeg's vector export and reading the vectors cost per decoded frame: a whole-file
 decode without ``export_mvs``, with it, and with it plus mvm's copy of each frame's vectors.
 ``--decode-split`` splits the motion item's extra decode time into its luma planes, its vector
