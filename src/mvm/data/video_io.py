@@ -129,8 +129,8 @@ class DecodedVideo:
         else a copy. Read it, do not write to it (it may be a decode cache's frames). With ``box
         = (y0, x0, h, w)``: only that crop of each frame, ``[len(idx), h, w, 3]``, one contiguous
         copy (a clip's crop read straight from the stored frames, not gathered whole first).
-        Frames held unconverted (``decode_video(rgb=...)``) are converted by each call, into the
-        array it returns.
+        Frames held unconverted (``decode_video(rgb=...)``) are converted the first time a call
+        asks for them (:class:`HeldFrames`); every call returns a new array.
 
         Raises:
             ValueError: a frame that ``decode_video(rgb=...)`` did not convert, or a box outside
