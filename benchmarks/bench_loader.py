@@ -206,14 +206,7 @@ def revisions(args: argparse.Namespace) -> dict:
                 for i in range(args.warmup):
                     fn(10_000 + i)
             names = list(fns)
-            cpu = {n: np.zeros((args.passes, args.items)) for n in names}
-            for p in range(args.passes):
-                for turn, b0 in enumerate(range(0, args.items, args.block)):
-                    for n in names if (turn + p) % 2 == 0 else names[::-1]:
-                        for i in range(b0, min(args.items, b0 + args.block)):
-                            c = time.process_time()
-                            fns[n](i)
-                            cpu[n][p, i] = time.process_time() - c
+            cpu = alternating_cpu(fns, args.items, args.passes, args.block)
             ms = {n: round(1000 * float(cpu[n].min(0).mean()), 2) for n in names}
             result.setdefault(enc, {})[f"r{r}"] = {"ms_per_item_cpu": ms, "motion_overhead_cpu_pct": {
                 rev: round(100 * (ms[f"{rev}_motion"] / ms[f"{rev}_plain"] - 1), 1) for rev in packages}}
@@ -475,18 +468,19 @@ def _whole_luma(window):
                                luma_rows=None)
 
 
-def alternating_cpu(fns: dict, items: int, passes: int) -> dict[str, np.ndarray]:
+def alternating_cpu(fns: dict, items: int, passes: int, block: int = 1) -> dict[str, np.ndarray]:
     """``{name: [passes, items]}`` CPU seconds of ``fns[name](i)`` for items ``0 .. items-1``, the
-    variants called one after another item by item, their order reversed every other call (so
-    no variant always runs first, in the cache state another left)."""
+    variants taking turns ``block`` items at a time (1: item by item), their order reversed every
+    other turn (so no variant always runs first, in the cache state another left)."""
     names = list(fns)
     cpu = {n: np.zeros((passes, items)) for n in names}
     for p in range(passes):
-        for i in range(items):
-            for name in names if (i + p) % 2 == 0 else names[::-1]:
-                c = time.process_time()
-                fns[name](i)
-                cpu[name][p, i] = time.process_time() - c
+        for turn, b0 in enumerate(range(0, items, block)):
+            for name in names if (turn + p) % 2 == 0 else names[::-1]:
+                for i in range(b0, min(items, b0 + block)):
+                    c = time.process_time()
+                    fns[name](i)
+                    cpu[name][p, i] = time.process_time() - c
     return cpu
 
 
